@@ -1,0 +1,59 @@
+"""Reads of the core: organizations a user may see, roles and tickets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from tickets.models import ROLE_RANK, Membership, Organization, Role, Ticket
+
+
+def organization_list_for_user(*, user: Any, min_role: Role = Role.VIEWER) -> QuerySet[Organization]:
+    """Organizations the user belongs to with at least `min_role` (all for superusers)."""
+    if not user or not user.is_authenticated:
+        return Organization.objects.none()
+    if user.is_superuser:
+        return Organization.objects.all()
+    roles = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[min_role]]
+    return Organization.objects.filter(
+        memberships__user=user, memberships__role__in=roles
+    ).distinct()
+
+
+def membership_has_role(*, user: Any, organization: Organization | int, role: Role) -> bool:
+    """Whether the user holds `role` (or a higher one) in the organization."""
+    if not user or not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    org_id = organization if isinstance(organization, int) else organization.pk
+    membership = Membership.objects.filter(user=user, organization_id=org_id).first()
+    return membership is not None and ROLE_RANK[Role(membership.role)] >= ROLE_RANK[role]
+
+
+def ticket_list(*, organization: Organization) -> QuerySet[Ticket]:
+    """An organization's tickets, newest first."""
+    return Ticket.objects.filter(organization=organization).select_related("organization")
+
+
+def ticket_list_for_user(*, user: Any) -> QuerySet[Ticket]:
+    """Tickets of every organization the user may see."""
+    return Ticket.objects.filter(
+        organization__in=organization_list_for_user(user=user)
+    ).select_related("organization")
+
+
+def ticket_training_examples(
+    *, organization: Organization, target: str
+) -> list[tuple[int, str, str]]:
+    """(ticket id, text, label) for tickets whose `target` label came from a person or an import."""
+    source_field = f"{target}_source"
+    rows = (
+        Ticket.objects.filter(organization=organization)
+        .filter(**{f"{source_field}__in": ["person", "import"]})
+        .exclude(**{target: ""})
+        .order_by("id")
+        .values_list("id", "subject", "body", target)
+    )
+    return [(pk, f"{subject} {body}".strip(), label) for pk, subject, body, label in rows]

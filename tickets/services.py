@@ -1,0 +1,276 @@
+"""Writes of the core: organizations, tickets, label corrections and CSV imports."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from tickets.models import (
+    LabelChange,
+    LabelSource,
+    Membership,
+    Organization,
+    Role,
+    Source,
+    Ticket,
+    TicketMessage,
+)
+from tickets.signals import tickets_created
+
+LABEL_FIELDS = ("category", "priority")
+IMPORT_BATCH_SIZE = 500
+
+
+def organization_get_or_create(*, slug: str, name: str = "") -> tuple[Organization, bool]:
+    """The organization with this slug, created (named after the slug) when new."""
+    return Organization.objects.get_or_create(
+        slug=slug, defaults={"name": name or slug.replace("-", " ").title()}
+    )
+
+
+def membership_set(*, user: Any, organization: Organization, role: Role) -> Membership:
+    """Give the user `role` in the organization (creating the membership when new)."""
+    membership, _ = Membership.objects.update_or_create(
+        user=user, organization=organization, defaults={"role": role}
+    )
+    return membership
+
+
+def _announce(*, organization: Organization, ticket_ids: list[int], source: str) -> None:
+    """Tell listeners (classification) about new tickets once their rows are committed."""
+    if not ticket_ids:
+        return
+    transaction.on_commit(
+        lambda: tickets_created.send(
+            sender=Ticket, organization_id=organization.pk, ticket_ids=ticket_ids, source=source
+        )
+    )
+
+
+def ticket_create(
+    *,
+    organization: Organization,
+    source: str = Source.API,
+    external_id: str = "",
+    subject: str = "",
+    body: str = "",
+    requester: str = "",
+    category: str = "",
+    priority: str = "",
+    label_source: str = LabelSource.PERSON,
+) -> tuple[Ticket, bool]:
+    """Create a ticket, or return the existing one with the same external id (idempotent)."""
+    labels: dict[str, str] = {}
+    for name, value in (("category", category), ("priority", priority)):
+        if value:
+            labels[name] = value
+            labels[f"{name}_source"] = label_source
+    values = {"subject": subject, "body": body, "requester": requester, **labels}
+    with transaction.atomic():
+        if external_id:
+            try:
+                with transaction.atomic():
+                    ticket, created = Ticket.objects.get_or_create(
+                        organization=organization,
+                        source=source,
+                        external_id=external_id,
+                        defaults=values,
+                    )
+            except IntegrityError:
+                # A concurrent writer inserted the same key first: theirs is the ticket.
+                ticket = Ticket.objects.get(
+                    organization=organization, source=source, external_id=external_id
+                )
+                created = False
+        else:
+            ticket = Ticket.objects.create(organization=organization, source=source, **values)
+            created = True
+        if created:
+            _announce(organization=organization, ticket_ids=[ticket.pk], source=source)
+    return ticket, created
+
+
+def ticket_update(*, ticket: Ticket, data: Mapping[str, Any], user: Any) -> Ticket:
+    """Apply a person's edit; a changed category or priority is recorded as a training label."""
+    with transaction.atomic():
+        ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+        changed: list[str] = []
+        for name, value in data.items():
+            previous = getattr(ticket, name)
+            if name in LABEL_FIELDS:
+                if value == previous and getattr(ticket, f"{name}_source") == LabelSource.PERSON:
+                    continue
+                LabelChange.objects.create(
+                    ticket=ticket,
+                    field=name,
+                    previous_value=previous,
+                    new_value=value,
+                    changed_by=user if user and user.is_authenticated else None,
+                )
+                setattr(ticket, f"{name}_source", LabelSource.PERSON)
+                changed.append(f"{name}_source")
+            elif value == previous:
+                continue
+            setattr(ticket, name, value)
+            changed.append(name)
+        if any(name in LABEL_FIELDS for name in data):
+            # A person has looked at the labels: nothing is left to review.
+            ticket.needs_review = False
+            changed.append("needs_review")
+        if changed:
+            ticket.save(update_fields=[*set(changed), "updated_at"])
+    return ticket
+
+
+def ticket_message_create(
+    *,
+    ticket: Ticket,
+    source: str,
+    external_id: str = "",
+    author: str = "",
+    body: str = "",
+) -> tuple[TicketMessage, bool]:
+    """Add a follow-up to a ticket, once per external id."""
+    if not external_id:
+        return TicketMessage.objects.create(
+            ticket=ticket, source=source, author=author, body=body
+        ), True
+    with transaction.atomic():
+        return TicketMessage.objects.get_or_create(
+            ticket=ticket,
+            source=source,
+            external_id=external_id,
+            defaults={"author": author, "body": body},
+        )
+
+
+# ------------------------------------------------------------------------------
+# CSV import
+# ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts and the rows it could not use, by line number."""
+
+    rows: int = 0
+    created: int = 0
+    existing: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+class ImportSpecError(ValueError):
+    """The import's options do not match the file (e.g. an unknown column)."""
+
+
+def _has_undecodable(values: Iterable[str]) -> bool:
+    # Undecodable bytes survive as lone surrogates under errors="surrogateescape".
+    return any("\udc80" <= ch <= "\udcff" for value in values for ch in value)
+
+
+def _row_key(texts: list[str]) -> str:
+    return "sha256:" + hashlib.sha256("\x1f".join(texts).encode("utf-8")).hexdigest()[:40]
+
+
+def tickets_import_csv(
+    *,
+    organization: Organization,
+    path: Path,
+    text_columns: list[str],
+    label_columns: Mapping[str, str],
+    id_column: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import labelled tickets from a CSV file; re-running it imports nothing twice."""
+    unknown_targets = set(label_columns) - set(LABEL_FIELDS)
+    if unknown_targets:
+        raise ImportSpecError(f"unknown label target(s): {', '.join(sorted(unknown_targets))}")
+    report = ImportReport()
+    pending: list[Ticket] = []
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise ImportSpecError(f"{path} is empty")
+        header = [name.strip().lstrip("\ufeff") for name in header]
+        wanted = [*text_columns, *label_columns.values(), *([id_column] if id_column else [])]
+        missing = [name for name in wanted if name not in header]
+        if missing:
+            raise ImportSpecError(f"column(s) not in the file: {', '.join(missing)}")
+        index = {name: header.index(name) for name in header}
+        line = reader.line_num
+        for row in reader:
+            start_line, line = line + 1, reader.line_num
+            report.rows += 1
+            if on_progress:
+                on_progress(report.rows)
+            if len(row) != len(header):
+                report.errors.append(
+                    (start_line, f"expected {len(header)} columns, found {len(row)}")
+                )
+                continue
+            if _has_undecodable(row):
+                report.errors.append((start_line, "not valid UTF-8"))
+                continue
+            texts = [row[index[name]].strip() for name in text_columns]
+            if not any(texts):
+                report.errors.append((start_line, f"empty text in {', '.join(text_columns)}"))
+                continue
+            external_id = row[index[id_column]].strip() if id_column else _row_key(texts)
+            if not external_id:
+                report.errors.append((start_line, f"empty id in {id_column}"))
+                continue
+            subject, body = (texts[0], " ".join(texts[1:])) if len(texts) > 1 else ("", texts[0])
+            ticket = Ticket(
+                organization=organization,
+                source=Source.IMPORT,
+                external_id=external_id[:255],
+                subject=subject[:500],
+                body=body,
+            )
+            for target, column in label_columns.items():
+                value = row[index[column]].strip()
+                if value:
+                    setattr(ticket, target, value[:100])
+                    setattr(ticket, f"{target}_source", LabelSource.IMPORT)
+            pending.append(ticket)
+            if len(pending) >= IMPORT_BATCH_SIZE:
+                _import_batch(organization=organization, tickets=pending, report=report)
+                pending = []
+    _import_batch(organization=organization, tickets=pending, report=report)
+    return report
+
+
+def _import_batch(*, organization: Organization, tickets: list[Ticket], report: ImportReport) -> None:
+    if not tickets:
+        return
+    keys = [ticket.external_id for ticket in tickets]
+    with transaction.atomic():
+        existing = set(
+            Ticket.objects.filter(
+                organization=organization, source=Source.IMPORT, external_id__in=keys
+            ).values_list("external_id", flat=True)
+        )
+        seen: set[str] = set()
+        fresh = []
+        for ticket in tickets:
+            if ticket.external_id in existing or ticket.external_id in seen:
+                report.existing += 1
+                continue
+            seen.add(ticket.external_id)
+            fresh.append(ticket)
+        # ignore_conflicts keeps a concurrent import of the same file harmless.
+        Ticket.objects.bulk_create(fresh, ignore_conflicts=True)
+        report.created += len(fresh)
+        created_ids = list(
+            Ticket.objects.filter(
+                organization=organization, source=Source.IMPORT, external_id__in=list(seen)
+            ).values_list("id", flat=True)
+        )
+        _announce(organization=organization, ticket_ids=created_ids, source=Source.IMPORT)

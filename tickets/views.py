@@ -1,0 +1,93 @@
+"""API views of the core: tickets and organizations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tickets import selectors, services
+from tickets.models import Organization, Role, Source, Ticket
+from tickets.permissions import OrganizationRolePermission, require_role
+from tickets.serializers import (
+    OrganizationOutputSerializer,
+    TicketCreateInputSerializer,
+    TicketDetailOutputSerializer,
+    TicketOutputSerializer,
+    TicketUpdateInputSerializer,
+    ticket_output_prefetches,
+)
+
+
+class TicketFilter(django_filters.FilterSet):
+    organization = django_filters.NumberFilter(field_name="organization_id")
+    organization_slug = django_filters.CharFilter(field_name="organization__slug")
+
+    class Meta:
+        model = Ticket
+        fields = ["organization", "status", "category", "priority", "source", "needs_review"]
+
+
+class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Organizations the caller belongs to."""
+
+    serializer_class = OrganizationOutputSerializer
+
+    def get_queryset(self) -> QuerySet[Organization]:
+        return selectors.organization_list_for_user(user=self.request.user).order_by("slug")
+
+
+class TicketViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Tickets of the caller's organizations; a person's label edit trains the next model."""
+
+    permission_classes = [*viewsets.GenericViewSet.permission_classes, OrganizationRolePermission]
+    filterset_class = TicketFilter
+    search_fields = ["subject", "body", "requester", "external_id"]
+    ordering_fields = ["created_at", "id", "priority", "category"]
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Ticket]:
+        queryset = selectors.ticket_list_for_user(user=self.request.user)
+        if ticket_output_prefetches:
+            queryset = queryset.prefetch_related(*ticket_output_prefetches)
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related("messages")
+        return queryset
+
+    def get_serializer_class(self) -> Any:
+        if self.action == "retrieve":
+            return TicketDetailOutputSerializer
+        return TicketOutputSerializer
+
+    @extend_schema(request=TicketCreateInputSerializer, responses={201: TicketOutputSerializer})
+    def create(self, request: Request) -> Response:
+        data = request.data
+        org_id = data.get("organization") if hasattr(data, "get") else None
+        # A viewer of the organization is refused (403); an outsider sees "does not exist".
+        if isinstance(org_id, int) or (isinstance(org_id, str) and org_id.isdigit()):
+            org_id = int(org_id)
+            if selectors.membership_has_role(user=request.user, organization=org_id, role=Role.VIEWER):
+                require_role(user=request.user, organization=org_id, role=Role.OPERATOR)
+        serializer = TicketCreateInputSerializer(data=data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        ticket, created = services.ticket_create(source=Source.API, **serializer.validated_data)
+        output = TicketOutputSerializer(ticket, context={"request": request})
+        return Response(output.data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=TicketUpdateInputSerializer, responses={200: TicketOutputSerializer})
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        ticket = self.get_object()
+        serializer = TicketUpdateInputSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        ticket = services.ticket_update(ticket=ticket, data=serializer.validated_data, user=request.user)
+        ticket = self.get_queryset().get(pk=ticket.pk)
+        return Response(TicketOutputSerializer(ticket, context={"request": request}).data)

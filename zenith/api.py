@@ -1,0 +1,24 @@
+"""API wiring shared by every app: error bodies that always say what went wrong."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.exceptions import OperationalError as BrokerError
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus 503 with a message when the broker cannot take a task."""
+    if isinstance(exc, BrokerError):
+        logger.warning("broker unavailable: %s", exc)
+        return Response(
+            {"detail": f"the task queue is unavailable, try again later ({exc})"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    return drf_exception_handler(exc, context)

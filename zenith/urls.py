@@ -1,0 +1,20 @@
+"""Top-level URLs: admin, the versioned API, its schema and docs, metrics."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+api_patterns = [
+    path("", include("tickets.urls")),
+    path("", include("taskops.urls")),
+    path("", include("mlmodels.urls")),
+    path("", include("integrations.urls")),
+    re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_patterns)),
+    path("api-auth/", include("rest_framework.urls")),
+]
