@@ -7,7 +7,10 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
@@ -22,3 +25,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
     return drf_exception_handler(exc, context)
+
+
+class APIRootView(APIView):
+    """Zenith API v1: follow a link to browse it (token or session auth)."""
+
+    permission_classes = [AllowAny]
+    schema = None
+
+    ENTRY_POINTS = {
+        "tickets": "tickets/",
+        "organizations": "organizations/",
+        "models": "models/",
+        "tasks-active": "tasks/active/",
+        "tasks-health": "tasks/health/",
+        "mailboxes": "integrations/mailboxes/",
+        "slack-workspaces": "integrations/slack/workspaces/",
+        "slack-channels": "integrations/slack/channels/",
+        "schema": "schema/",
+        "docs": "docs/",
+    }
+
+    def get(self, request: Request) -> Response:
+        return Response(
+            {name: request.build_absolute_uri(path) for name, path in self.ENTRY_POINTS.items()}
+        )

@@ -4,7 +4,10 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from zenith.api import APIRootView
+
 api_patterns = [
+    path("", APIRootView.as_view(), name="api-root"),
     path("", include("tickets.urls")),
     path("", include("taskops.urls")),
     path("", include("mlmodels.urls")),

@@ -1,0 +1,1 @@
+"""Benchmarks: each module's run() measures a figure and its baseline in the same run."""

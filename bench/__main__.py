@@ -1,0 +1,103 @@
+"""`make bench`: run every benchmark module, print one table, write bench/results/latest.{md,json}.
+
+Each module `bench/bench_*.py` has `run() -> list[dict]` with rows
+{"name", "value", "baseline", "ratio", "unit", "note"}. A module that fails is reported
+as a row with its error: benchmarks report, they never fail the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def machine() -> dict[str, str]:
+    import celery
+    import django
+    import sklearn
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "django": django.__version__,
+        "celery": celery.__version__,
+        "scikit-learn": sklearn.__version__,
+        "database": os.environ.get("DATABASE_URL", "sqlite (default)").split("@")[-1],
+        "broker": os.environ.get("CELERY_BROKER_URL", "filesystem:// (default)").split("@")[-1],
+    }
+
+
+def table(rows: list[dict], info: dict[str, str]) -> str:
+    lines = ["# Zenith benchmarks", ""]
+    lines += [f"- {key}: {value}" for key, value in info.items()]
+    lines += [
+        "",
+        "| benchmark | value | baseline | ratio | unit | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = row.get("ratio")
+        lines.append(
+            "| {name} | {value} | {baseline} | {ratio} | {unit} | {note} |".format(
+                name=row.get("name", "?"),
+                value=_fmt(row.get("value")),
+                baseline=_fmt(row.get("baseline")),
+                ratio=f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-",
+                unit=row.get("unit", ""),
+                note=str(row.get("note", "")).replace("|", "/"),
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    wanted = set(argv)
+    modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
+    rows: list[dict] = []
+    for name in modules:
+        if wanted and name not in wanted and name.removeprefix("bench_") not in wanted:
+            continue
+        started = time.monotonic()
+        print(f"running {name} ...", flush=True)
+        try:
+            module = importlib.import_module(f"bench.{name}")
+            result = module.run()
+        except Exception as exc:  # noqa: BLE001 - a failed benchmark is reported, not raised
+            traceback.print_exc()
+            result = [{"name": name, "note": f"failed: {exc}"}]
+        for row in result:
+            row.setdefault("module", name)
+        rows.extend(result)
+        print(f"  {name} took {time.monotonic() - started:.1f}s", flush=True)
+    info = machine()
+    text = table(rows, info)
+    print(text)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
