@@ -1,0 +1,297 @@
+"""mlmodels.training on real IT tickets: metrics, determinism, gating, artifacts, explanations."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import pickle
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from mlmodels import training
+
+DATA = Path(__file__).resolve().parents[2] / "zenith" / "data" / "it_tickets_endava_sample.csv"
+PARAMS = training.TrainingParams()
+
+
+def load_tickets(*, sample: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(texts, category labels) of the whole CSV or of a seeded random sample of it."""
+    with DATA.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if sample is not None:
+        rows = random.Random(seed).sample(rows, sample)
+    texts = [training.compose_text(title=row["title"], body=row["body"]) for row in rows]
+    return texts, [row["category"] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def tickets() -> tuple[list[str], list[str]]:
+    return load_tickets(sample=600, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(tickets: tuple[list[str], list[str]]) -> training.TrainingResult:
+    texts, labels = tickets
+    return training.train_and_evaluate(texts=texts, labels=labels, params=PARAMS)
+
+
+def vocabulary(pipeline: Pipeline) -> set[str]:
+    features = pipeline.named_steps["features"]
+    return {term for _, vec in features.transformer_list for term in vec.vocabulary_}
+
+
+def small_data(n_per_class: dict[str, int]) -> tuple[list[str], list[str]]:
+    """Distinct, learnable tickets: each class has its own vocabulary."""
+    words = {
+        "vpn": ["vpn", "tunnel", "remote", "connect"],
+        "printer": ["printer", "toner", "paper", "jam"],
+        "laptop": ["laptop", "screen", "battery", "charger"],
+        "mail": ["mailbox", "outlook", "inbox", "quota"],
+    }
+    texts, labels = [], []
+    for label, n in n_per_class.items():
+        for i in range(n):
+            vocab = words[label]
+            texts.append(f"ticket {i} {vocab[i % 4]} {vocab[(i + 1) % 4]} problem please help")
+            labels.append(label)
+    return texts, labels
+
+
+class Foreign(BaseEstimator, TransformerMixin):
+    """A type no Zenith pipeline contains."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_metrics_are_complete_sane_and_json(result: training.TrainingResult) -> None:
+    metrics = result.metrics
+    majority_share = Counter(result.test_labels).most_common(1)[0][1] / result.n_test
+    assert metrics["accuracy"] > majority_share
+    assert 0.0 < metrics["macro_f1"] <= 1.0
+    assert 0.0 <= metrics["ece"] <= 1.0
+    assert 0.0 <= metrics["coverage_at_95"] <= 1.0
+    assert metrics["n_test"] == result.n_test == len(result.test_labels)
+    assert result.n_train + result.n_test <= 600
+    assert set(metrics["per_class"]) == set(result.labels) | set(result.test_labels)
+    for scores in metrics["per_class"].values():
+        assert set(scores) == {"precision", "recall", "f1", "support"}
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    assert metrics["confusion_matrix"]["labels"] == sorted(metrics["per_class"])
+    assert matrix.sum() == result.n_test
+    assert np.trace(matrix) / result.n_test == pytest.approx(metrics["accuracy"])
+    assert json.loads(json.dumps(metrics)) == metrics
+
+
+def test_rare_classes_are_dropped_and_reported(result: training.TrainingResult) -> None:
+    counts = Counter(load_tickets(sample=600, seed=0)[1])
+    rare = {label for label, n in counts.items() if n < PARAMS.min_class_examples}
+    assert rare, "the 600-ticket sample is expected to contain rare categories"
+    assert set(result.dropped_labels) == rare
+    assert rare.isdisjoint(result.labels)
+    assert result.labels == sorted(result.labels)
+
+
+def test_held_out_tickets_can_score_another_model(
+    tickets: tuple[list[str], list[str]], result: training.TrainingResult
+) -> None:
+    texts, labels = tickets
+    assert [texts[i] for i in result.test_indices] == result.test_texts
+    assert [labels[i] for i in result.test_indices] == result.test_labels
+    held_out = set(result.test_indices)
+    train = [i for i, label in enumerate(labels) if i not in held_out and label in result.labels]
+    other = training.fit(
+        texts=[texts[i] for i in train],
+        labels=[labels[i] for i in train],
+        params=dataclasses.replace(PARAMS, C=0.05),
+    )
+    metrics = training.evaluate(pipeline=other, texts=result.test_texts, labels=result.test_labels)
+    assert metrics["n_test"] == result.n_test
+    assert metrics["per_class"].keys() == result.metrics["per_class"].keys()
+    assert metrics["accuracy"] != result.metrics["accuracy"]
+
+
+def test_same_seed_gives_identical_model(
+    tickets: tuple[list[str], list[str]], result: training.TrainingResult
+) -> None:
+    texts, labels = tickets
+    again = training.train_and_evaluate(texts=texts, labels=labels, params=PARAMS)
+    assert again.test_indices == result.test_indices
+    assert again.metrics == result.metrics
+    assert np.array_equal(
+        again.pipeline.predict_proba(result.test_texts),
+        result.pipeline.predict_proba(result.test_texts),
+    )
+
+
+def test_different_data_gives_different_model(result: training.TrainingResult) -> None:
+    texts, labels = load_tickets(sample=600, seed=1)
+    other = training.train_and_evaluate(texts=texts, labels=labels, params=PARAMS)
+    assert other.test_texts != result.test_texts
+    probe = result.test_texts[:50]
+    ours = training.predict(pipeline=result.pipeline, texts=probe)
+    theirs = training.predict(pipeline=other.pipeline, texts=probe)
+    assert [p.confidence for p in ours] != [p.confidence for p in theirs]
+    assert other.metrics != result.metrics
+
+
+def test_params_round_trip_through_json() -> None:
+    params = training.TrainingParams(seed=7, C=0.5, calibration_method="sigmoid")
+    assert training.TrainingParams(**json.loads(json.dumps(dataclasses.asdict(params)))) == params
+    with pytest.raises(ValueError, match="test_size"):
+        training.TrainingParams(test_size=1.5)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (["a"] * 12, "not enough labels: 1 classes have at least 5 examples, need 2"),
+        (["a"] * 6 + ["b"] * 6, "12 labelled tickets, need 30"),
+        (["a"] * 40 + ["b"] * 4, "1 classes have at least 5 examples, need 2"),
+        ([], "not enough labels: 0 classes"),
+    ],
+)
+def test_readiness_refuses_too_few_labels(labels: list[str], expected: str) -> None:
+    verdict = training.readiness(labels=labels)
+    assert not verdict.ready
+    assert expected in verdict.reason
+
+
+def test_readiness_accepts_enough_labels_and_ignores_blanks() -> None:
+    verdict = training.readiness(labels=["a"] * 20 + ["b"] * 10 + [""] * 50)
+    assert verdict.ready
+    assert "30 labelled tickets" in verdict.reason
+    assert not training.readiness(labels=["a"] * 20 + [""] * 50 + ["b"] * 4).ready
+
+
+def test_split_small_data_is_stratified_and_deterministic() -> None:
+    texts, labels = small_data({"vpn": 18, "printer": 14, "laptop": 8})
+    first = training.split(texts=texts, labels=labels, params=PARAMS)
+    assert first == training.split(texts=texts, labels=labels, params=PARAMS)
+    train_texts, test_texts, train_labels, test_labels = first
+    assert set(train_labels) == set(test_labels) == {"vpn", "printer"}  # laptop: 8 < 10
+    assert len(test_texts) == 7  # ceil(0.2 * 32)
+    assert set(train_texts).isdisjoint(test_texts)
+    reseeded = training.split(
+        texts=texts, labels=labels, params=dataclasses.replace(PARAMS, seed=1)
+    )
+    assert reseeded[1] != test_texts
+
+
+def test_split_refuses_when_rare_classes_leave_one() -> None:
+    texts, labels = small_data({"vpn": 30, "printer": 6})
+    with pytest.raises(ValueError, match="not enough labels"):
+        training.split(texts=texts, labels=labels, params=PARAMS)
+
+
+def test_small_two_class_model_predicts_and_explains() -> None:
+    texts, labels = small_data({"vpn": 20, "printer": 20})
+    result = training.train_and_evaluate(texts=texts, labels=labels, params=PARAMS)
+    assert result.metrics["accuracy"] == 1.0
+    predictions = training.predict(
+        pipeline=result.pipeline, texts=["vpn tunnel down", "printer toner empty"]
+    )
+    assert [p.label for p in predictions] == ["vpn", "printer"]
+    assert "vpn" in predictions[0].top_terms
+    assert "printer" in predictions[1].top_terms
+
+
+def test_predict_gives_known_labels_probabilities_and_vocabulary_terms(
+    result: training.TrainingResult,
+) -> None:
+    texts = [*result.test_texts[:40], "", "zzzz qqqq"]
+    predictions = training.predict(pipeline=result.pipeline, texts=texts)
+    assert len(predictions) == len(texts)
+    proba = result.pipeline.predict_proba(texts)
+    vocab = vocabulary(result.pipeline)
+    for prediction, row in zip(predictions, proba, strict=True):
+        assert prediction.label in result.labels
+        assert 0.0 <= prediction.confidence <= 1.0
+        assert prediction.confidence == pytest.approx(row.max())
+        assert len(prediction.top_terms) <= 5
+        assert all(isinstance(term, str) and term in vocab for term in prediction.top_terms)
+    assert sum(bool(p.top_terms) for p in predictions[:40]) >= 38
+    assert predictions[-2].top_terms == []
+    assert training.predict(pipeline=result.pipeline, texts=[]) == []
+
+
+def test_serialize_round_trip_predicts_identically(result: training.TrainingResult) -> None:
+    data = training.serialize(pipeline=result.pipeline)
+    assert training.sha256(data) == training.sha256(bytes(data))
+    assert len(training.sha256(data)) == 64
+    loaded = training.deserialize(data=data)
+    assert np.array_equal(
+        loaded.predict_proba(result.test_texts), result.pipeline.predict_proba(result.test_texts)
+    )
+    assert training.predict(pipeline=loaded, texts=result.test_texts[:20]) == training.predict(
+        pipeline=result.pipeline, texts=result.test_texts[:20]
+    )
+
+
+class _Touch:
+    """Unpickling this creates a file: proof that a pickle was executed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_pickle_bytes_are_refused_without_running_them(
+    tmp_path: Path, result: training.TrainingResult
+) -> None:
+    marker = tmp_path / "executed"
+    with pytest.raises(training.UntrustedArtifactError, match="pickle"):
+        training.deserialize(data=pickle.dumps(_Touch(marker)))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="pickle"):
+        training.deserialize(data=pickle.dumps(result.pipeline))
+    with pytest.raises(training.UntrustedArtifactError, match="not a skops"):
+        training.deserialize(data=b"hello")
+
+
+def test_foreign_types_are_refused_by_name() -> None:
+    data = sio.dumps(Pipeline([("features", Foreign()), ("classifier", LogisticRegression())]))
+    with pytest.raises(training.UntrustedArtifactError, match="Foreign") as caught:
+        training.deserialize(data=data)
+    assert any(name.endswith("Foreign") for name in caught.value.types)
+    with pytest.raises(training.UntrustedArtifactError, match="expected a Pipeline"):
+        training.deserialize(data=sio.dumps(LogisticRegression()))
+
+
+def test_library_versions_name_the_artifact_dependencies() -> None:
+    versions = training.library_versions()
+    assert {"sklearn", "numpy", "scipy", "skops"} <= set(versions)
+    assert all(isinstance(v, str) and v[0].isdigit() for v in versions.values())
+
+
+@pytest.mark.slow
+def test_quality_bar_on_full_dataset() -> None:
+    texts, labels = load_tickets()
+    result = training.train_and_evaluate(texts=texts, labels=labels, params=PARAMS)
+    m = result.metrics
+    print(
+        f"\nfull CSV category: n_train={result.n_train} n_test={result.n_test} "
+        f"acc={m['accuracy']:.3f} macro_f1={m['macro_f1']:.3f} ece={m['ece']:.3f} "
+        f"coverage@95={m['coverage_at_95']:.3f} (threshold {m['threshold_at_95']:.3f}) "
+        f"train={result.training_seconds:.1f}s"
+    )
+    assert m["accuracy"] >= 0.85
+    assert m["macro_f1"] >= 0.60
+    assert m["ece"] <= 0.05
+    assert m["coverage_at_95"] >= 0.65
+    assert m["precision_at_threshold"] >= 0.95
+    assert result.training_seconds < 60
