@@ -31,7 +31,7 @@ HOST = "127.0.0.1"
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 GREETING = "Zenith test Dovecot ready."
 
-# Usernames end up in file paths (mail_location) and in the passwd-file.
+# Usernames end up in file paths (mail_location and the per-user passwd-file).
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}$")
 _APPENDUID_RE = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 
@@ -138,7 +138,7 @@ class DovecotServer:
         # mkdtemp makes 0700; the mail user must be able to traverse it.
         self.root.chmod(0o755)
         self.config_path = self.root / "dovecot.conf"
-        self.passwd_path = self.root / "passwd"
+        self.passwd_dir = self.root / "passwd.d"
         self.base_dir = self.root / "run"
         self.state_dir = self.root / "state"
         self.mail_dir = self.root / "mail"
@@ -168,11 +168,16 @@ class DovecotServer:
 
     def start(self, *, timeout: float = 20.0, attempts: int = 3) -> None:
         """Write the configuration, start Dovecot and wait until IMAP answers."""
-        for directory in (self.base_dir, self.state_dir, self.mail_dir, self.home_dir):
+        for directory in (
+            self.base_dir,
+            self.state_dir,
+            self.mail_dir,
+            self.home_dir,
+            self.passwd_dir,
+        ):
             directory.mkdir(exist_ok=True)
         for directory in (self.mail_dir, self.home_dir):
             os.chown(directory, self._uid, self._gid)
-        self._write_passwd()
         if self.tls:
             cert, key = _write_self_signed_cert(self.root)
             self.ca_file = cert
@@ -315,9 +320,12 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
+# One passwd-file per user: Dovecot stats a passwd-file at most once per second,
+# so users appended to a shared file could stay invisible to the next login.
+# A new path is always read fresh; an unknown user simply has no file.
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.passwd_path}
+  args = scheme=PLAIN username_format=%u {self.passwd_dir}/%u
 }}
 userdb {{
   driver = static
@@ -344,13 +352,12 @@ service anvil {{
 }}
 """
 
-    def _write_passwd(self) -> None:
-        """Atomically rewrite the passwd-file; Dovecot re-reads it when it changes."""
-        lines = "".join(f"{user}:{{PLAIN}}{pw}::::::\n" for user, pw in self._users.items())
-        tmp = self.passwd_path.with_suffix(".tmp")
-        tmp.write_text(lines, encoding="utf-8")
+    def _write_passwd(self, username: str, password: str) -> None:
+        """Atomically write the user's passwd-file so auth never reads half a line."""
+        tmp = self.passwd_dir / f".{username}.tmp"
+        tmp.write_text(f"{username}:{{PLAIN}}{password}::::::\n", encoding="utf-8")
         tmp.chmod(0o644)
-        os.replace(tmp, self.passwd_path)
+        os.replace(tmp, self.passwd_dir / username)
 
     # -- users -----------------------------------------------------------
 
@@ -368,7 +375,7 @@ service anvil {{
                 counter += 1
                 username = f"{name}-{counter}"
             self._users[username] = password
-            self._write_passwd()
+            self._write_passwd(username, password)
         return username, password
 
     def password(self, username: str) -> str:

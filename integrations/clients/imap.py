@@ -382,7 +382,8 @@ class ImapMailbox:
         if not wanted:
             return
         self.ensure_folder(target)
-        use_move = self.client.has_capability("MOVE")
+        with _translate("CAPABILITY"):
+            use_move = self.client.has_capability("MOVE")
         for batch in _batches(wanted):
             if use_move:
                 with _translate(f"UID MOVE to {target!r}"):
