@@ -16,12 +16,7 @@ from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.workers import ProcessManager
 from tickets.models import Organization, Role
 
-# TEMPORARY until the helpers' modules land: register only what exists.
-pytest_plugins = [
-    name
-    for name in ("tests.dovecot", "tests.slack_server")
-    if (Path(__file__).parent / (name.replace(".", "/") + ".py")).exists()
-]
+pytest_plugins = ["tests.dovecot", "tests.slack_server"]
 
 
 @pytest.fixture(scope="session", autouse=True)
