@@ -96,6 +96,63 @@ def ticket_create(
     return ticket, created
 
 
+def ticket_create_many(
+    *, organization: Organization, source: str, tickets: Iterable[Mapping[str, str]]
+) -> dict[str, tuple[Ticket, bool]]:
+    """Create many unlabelled tickets keyed by external id at once; existing ones are kept.
+
+    Each item has `external_id` and optionally `subject`, `body`, `requester`. Returns
+    external id -> (ticket, created); new tickets are announced once, after commit.
+    """
+    items = {item["external_id"]: item for item in tickets if item.get("external_id")}
+    if not items:
+        return {}
+    fields = ("subject", "body", "requester")
+    with transaction.atomic():
+        found = Ticket.objects.filter(
+            organization=organization, source=source, external_id__in=list(items)
+        )
+        result = {ticket.external_id: (ticket, False) for ticket in found}
+        fresh = [
+            Ticket(
+                organization=organization,
+                source=source,
+                external_id=key,
+                **{name: item.get(name, "") for name in fields},
+            )
+            for key, item in items.items()
+            if key not in result
+        ]
+        try:
+            with transaction.atomic():
+                Ticket.objects.bulk_create(fresh)
+        except IntegrityError:
+            # A concurrent writer took some keys: fall back to the one-by-one path.
+            for ticket in fresh:
+                values = {name: getattr(ticket, name) for name in fields}
+                result[ticket.external_id] = ticket_create(
+                    organization=organization,
+                    source=source,
+                    external_id=ticket.external_id,
+                    **values,
+                )
+            return result
+        if fresh and fresh[0].pk is None:
+            # Backends that do not return ids from bulk inserts: read them back.
+            ids = dict(
+                Ticket.objects.filter(
+                    organization=organization,
+                    source=source,
+                    external_id__in=[t.external_id for t in fresh],
+                ).values_list("external_id", "id")
+            )
+            for ticket in fresh:
+                ticket.pk = ids[ticket.external_id]
+        result.update({ticket.external_id: (ticket, True) for ticket in fresh})
+        _announce(organization=organization, ticket_ids=[t.pk for t in fresh], source=source)
+    return result
+
+
 def ticket_update(*, ticket: Ticket, data: Mapping[str, Any], user: Any) -> Ticket:
     """Apply a person's edit; a changed category or priority is recorded as a training label."""
     with transaction.atomic():

@@ -245,7 +245,16 @@ CELERY_TASK_ROUTES = {
     "integrations.tasks.*": {"queue": "sync_tasks"},
     "taskops.tasks.*": {"queue": "default"},
 }
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# DatabaseScheduler that only sends while it holds a lease row, so a second beat started
+# by mistake waits instead of sending every schedule twice (taskops/beat.py).
+# https://django-celery-beat.readthedocs.io/en/latest/#example-running-periodic-tasks
+CELERY_BEAT_SCHEDULER = "taskops.beat:LeaderDatabaseScheduler"
+# Seconds a beat holds the lease without renewing it; a standby takes over after that.
+ZENITH_BEAT_LEASE_SECONDS = env.int("ZENITH_BEAT_LEASE_SECONDS", default=30)
+# health reports beat as down when health_check_tasks (every minute) is older than this.
+ZENITH_BEAT_HEARTBEAT_MAX_AGE = env.int("ZENITH_BEAT_HEARTBEAT_MAX_AGE", default=180)
+# The task ledger's signal handlers (off only to measure their cost: bench/bench_ledger.py).
+ZENITH_TASK_LEDGER = env.bool("ZENITH_TASK_LEDGER", default=True)
 # Retry delays for transient errors: attempt n waits RETRY_DELAYS[n - 1] seconds.
 ZENITH_RETRY_DELAYS = [int(s) for s in env.list("ZENITH_RETRY_DELAYS", default=["60", "120", "180"])]
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
@@ -256,6 +265,17 @@ ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 
 # ------------------------------------------------------------------------------
 SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
 SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+# conversations.history page size (Slack recommends at most 200).
+SLACK_HISTORY_PAGE_SIZE = env.int("SLACK_HISTORY_PAGE_SIZE", default=200)
+# Each history pass re-reads this much already-synced history, so threads that got new
+# replies recently are seen (Slack lists a thread under its parent's ts only).
+SLACK_SYNC_OVERLAP_SECONDS = env.int("SLACK_SYNC_OVERLAP_SECONDS", default=24 * 60 * 60)
+# IMAP: extra CA bundle for servers with a private CA (unset: the system's trust store).
+ZENITH_IMAP_CA_FILE = env.str("ZENITH_IMAP_CA_FILE", default="")
+ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)
+# Seconds a mailbox poll holds its lease without committing; a crashed poll's lease is
+# taken over at once on the same host, elsewhere when it expires.
+ZENITH_MAILBOX_LEASE_SECONDS = env.int("ZENITH_MAILBOX_LEASE_SECONDS", default=300)
 ZENITH_METRICS_TOKEN = env.str("ZENITH_METRICS_TOKEN", default="")
 FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 

@@ -342,6 +342,20 @@ class ImapMailbox:
                     result[int(uid)] = body
         return result
 
+    def sizes(self, uids: Iterable[int]) -> dict[int, int]:
+        """Return {uid: RFC822.SIZE}, so callers can fetch in memory-bounded batches."""
+        self._require_selected()
+        result: dict[int, int] = {}
+        for batch in _batches(_clean_uids(uids)):
+            with _translate("UID FETCH RFC822.SIZE"):
+                data = self.client.fetch(batch, ["RFC822.SIZE"])
+            requested = set(batch)
+            for uid, item in data.items():
+                size = item.get(b"RFC822.SIZE")
+                if uid in requested and size is not None:
+                    result[int(uid)] = int(size)
+        return result
+
     def mark_seen(self, uids: Iterable[int]) -> None:
         """Set \\Seen on uids in the selected folder."""
         self._require_selected()

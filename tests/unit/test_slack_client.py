@@ -1,9 +1,5 @@
 """Tests for integrations.clients.slack against the real local Slack API server (no Django)."""
 
-# The imported ``slack_api`` fixture is re-bound by every test parameter of that name (F811);
-# drop this and the import once ``tests.slack_server`` is registered via ``pytest_plugins``.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import re
@@ -37,7 +33,6 @@ from tests.slack_server import (
     DEFAULT_TEAM_ID,
     DEFAULT_TOKEN,
     SlackApiServer,
-    slack_api,  # noqa: F401
 )
 
 CHANNEL = "C0000001"
