@@ -14,3 +14,10 @@ class IntegrationsConfig(AppConfig):
         if slack_ticket_output not in ticket_output_extensions:
             ticket_output_extensions.append(slack_ticket_output)
             ticket_output_prefetches.append("slack_origin")
+
+        # --- E-mail --- tickets show their Message-ID, sender and attachments.
+        from integrations.email_output import EMAIL_OUTPUT_PREFETCHES, email_ticket_output
+
+        if email_ticket_output not in ticket_output_extensions:
+            ticket_output_extensions.append(email_ticket_output)
+            ticket_output_prefetches.extend(EMAIL_OUTPUT_PREFETCHES)

@@ -41,13 +41,17 @@ class MailboxForm(forms.ModelForm):
 
     def clean_new_password(self) -> str:
         password: str = self.cleaned_data["new_password"]
-        if not password and not (self.instance.pk and self.instance.password):
+        has_password = self.instance.pk and email_selectors.mailbox_has_password(
+            mailbox=self.instance
+        )
+        if not password and not has_password:
             raise forms.ValidationError("a new mailbox needs its password")
         return password
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        folder, processed = cleaned.get("folder"), cleaned.get("processed_folder")
+        folder = cleaned.get("folder") or self.instance.folder
+        processed = cleaned.get("processed_folder")
         if processed and processed == folder:
             self.add_error("processed_folder", "must differ from the folder")
         return cleaned
@@ -94,7 +98,17 @@ class MailboxAdmin(admin.ModelAdmin):
     ]
     actions = ["test_connection", "sync_now"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
+        # Never decrypts a password to show a page (see email_selectors).
+        return email_selectors.mailbox_list(organization=None)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and email_selectors.mailbox_has_ingested(mailbox=obj):
+            # UIDs belong to one folder: another folder is another mailbox.
+            return [*email_services.MAILBOX_LOCATION_FIELDS, *self.readonly_fields]
+        return self.readonly_fields
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [
             *MailboxForm.Meta.fields[:6],
             "new_password",
@@ -140,7 +154,7 @@ class EmailAttachmentInline(admin.TabularInline):
     model = EmailAttachment
     extra = 0
     fields = ["filename", "content_type", "size", "file", "skipped_reason"]
-    readonly_fields = fields
+    readonly_fields = ["filename", "content_type", "size", "file", "skipped_reason"]
     can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

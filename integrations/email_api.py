@@ -85,8 +85,7 @@ class MailboxOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_has_password(self, mailbox: Mailbox) -> bool:
-        # The column is non-empty exactly when a password is set; no need to decrypt it.
-        return bool(mailbox.password)
+        return email_selectors.mailbox_has_password(mailbox=mailbox)
 
     def get_sync_in_progress(self, mailbox: Mailbox) -> bool:
         return email_selectors.mailbox_sync_in_progress(mailbox=mailbox)
@@ -212,7 +211,10 @@ class MailboxViewSet(
             data=request.data, context={"request": request, "mailbox": mailbox}
         )
         serializer.is_valid(raise_exception=True)
-        mailbox = email_services.mailbox_update(mailbox=mailbox, data=serializer.validated_data)
+        try:
+            mailbox = email_services.mailbox_update(mailbox=mailbox, data=serializer.validated_data)
+        except email_services.MailboxLocationLocked as exc:
+            raise serializers.ValidationError({name: [str(exc)] for name in exc.fields}) from exc
         return Response(MailboxOutputSerializer(mailbox, context={"request": request}).data)
 
     @extend_schema(request=None, responses={200: ConnectionTestOutputSerializer})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Max, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Max, Q, QuerySet
 from django.utils import timezone
 
 from integrations.models import (
@@ -17,18 +17,37 @@ from tickets.models import Organization, Role
 from tickets.selectors import organization_list_for_user
 
 
+def _mailboxes() -> QuerySet[Mailbox]:
+    """Mailboxes whose password is only decrypted when it is used.
+
+    A password no configured key decrypts (a key dropped too early) then breaks only
+    the poll of that mailbox, which records the error, not every page that lists it.
+    """
+    return (
+        Mailbox.objects.select_related("organization")
+        .defer("password")
+        .annotate(password_set=ExpressionWrapper(~Q(password=""), output_field=BooleanField()))
+    )
+
+
+def mailbox_has_password(*, mailbox: Mailbox) -> bool:
+    """Whether a password is stored, without decrypting it when the selector told us."""
+    known = getattr(mailbox, "password_set", None)
+    return bool(mailbox.password) if known is None else bool(known)
+
+
 def mailbox_list_for_user(*, user: Any, min_role: Role = Role.ADMIN) -> QuerySet[Mailbox]:
     """Mailboxes of organizations where the user holds ``min_role`` (admins configure them)."""
-    return Mailbox.objects.filter(
+    return _mailboxes().filter(
         organization__in=organization_list_for_user(user=user, min_role=min_role)
-    ).select_related("organization")
+    )
 
 
 def mailbox_list(
     *, organization: Organization | None, enabled: bool | None = None
 ) -> QuerySet[Mailbox]:
     """An organization's mailboxes (every organization's with None), oldest first."""
-    mailboxes = Mailbox.objects.select_related("organization").order_by("organization_id", "pk")
+    mailboxes = _mailboxes().order_by("organization_id", "pk")
     if organization is not None:
         mailboxes = mailboxes.filter(organization=organization)
     if enabled is not None:
@@ -38,10 +57,15 @@ def mailbox_list(
 
 def mailbox_get(*, mailbox_id: int, organization_id: int | None = None) -> Mailbox | None:
     """One mailbox, or None when it is gone (or belongs to another organization)."""
-    mailboxes = Mailbox.objects.select_related("organization").filter(pk=mailbox_id)
+    mailboxes = _mailboxes().filter(pk=mailbox_id)
     if organization_id is not None:
         mailboxes = mailboxes.filter(organization_id=organization_id)
     return mailboxes.first()
+
+
+def mailbox_has_ingested(*, mailbox: Mailbox) -> bool:
+    """Whether any mail of this mailbox is in the ledger."""
+    return InboundEmail.objects.filter(mailbox=mailbox).exists()
 
 
 def mailbox_sync_in_progress(*, mailbox: Mailbox) -> bool:
@@ -78,7 +102,7 @@ def inbound_email_by_keys(
             row["state"] in INBOUND_ORIGINAL_STATES
             and known["state"] not in INBOUND_ORIGINAL_STATES
         ):
-            found[row["message_key"]] = row
+            found[row["message_key"]] = dict(row)
     return found
 
 

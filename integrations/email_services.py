@@ -64,9 +64,12 @@ MANUAL_SYNC_TASK = "integrations.tasks.manual_sync_trigger"
 # message, so a mailbox full of large attachments does not fill the worker's memory.
 FETCH_BATCH_MESSAGES = 100
 FETCH_BATCH_BYTES = 32 * 1024 * 1024
+# UIDs whose sizes are asked for at once when planning the batches.
+SIZE_LOOKAHEAD = 1000
 
-# Changing any of these points the mailbox at other mail: its cursor starts over.
-_LOCATION_FIELDS = frozenset({"host", "port", "username", "folder"})
+# Where the mail lives. UIDs only mean something within one folder of one account, so
+# once mail was ingested these are fixed: another folder is another mailbox.
+MAILBOX_LOCATION_FIELDS = ("host", "username", "folder")
 _CONFIG_FIELDS = (
     "name",
     "host",
@@ -85,6 +88,17 @@ ProgressCallback = Callable[[int, int, str], None]
 
 class MailboxLeaseLost(Exception):
     """Another poll took this mailbox over (ours was presumed dead); stop without committing."""
+
+
+class MailboxLocationLocked(ValueError):
+    """Host, username or folder of a mailbox that already ingested mail cannot change."""
+
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(
+            f"{', '.join(fields)} cannot change once mail was ingested from this folder; "
+            "add another mailbox instead (the ledger keeps mail from being ingested twice)"
+        )
+        self.fields = fields
 
 
 class AttachmentStorageError(Exception):
@@ -127,9 +141,16 @@ def mailbox_create(
 def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
     """Change a mailbox's settings; a new password replaces the old one, an empty one keeps it.
 
-    Pointing the mailbox at another server, account or folder restarts its cursor there
-    (the ledger still keeps mail already ingested from becoming tickets twice).
+    Host, username and folder may only change until the first mail is ingested
+    (MailboxLocationLocked): the ledger's UIDs belong to that one folder.
     """
+    moved = [
+        name
+        for name in MAILBOX_LOCATION_FIELDS
+        if name in data and data[name] != getattr(mailbox, name)
+    ]
+    if moved and email_selectors.mailbox_has_ingested(mailbox=mailbox):
+        raise MailboxLocationLocked(moved)
     changed: list[str] = []
     for name in _CONFIG_FIELDS:
         if name in data and data[name] != getattr(mailbox, name):
@@ -138,7 +159,7 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
     if data.get("password"):
         mailbox.password = data["password"]
         changed.append("password")
-    if _LOCATION_FIELDS.intersection(changed):
+    if moved:
         mailbox.uidvalidity, mailbox.last_uid = None, 0
         changed += ["uidvalidity", "last_uid"]
     if changed:
@@ -338,6 +359,10 @@ def _duplicate(
 ) -> InboundEmail:
     row.state, row.ticket_id = InboundEmailState.DUPLICATE, ticket_id
     row.reason = "Message-ID already ingested"
+    if earlier is None:
+        earlier = email_selectors.inbound_email_by_keys(
+            organization_id=row.organization_id, message_keys=[row.message_key]
+        ).get(row.message_key)
     if earlier is not None:
         row.reason += (
             f" from mailbox {earlier['mailbox_id']} "
@@ -528,19 +553,25 @@ class MailboxSyncReport:
         return asdict(self)
 
 
-def _fetch_batches(uids: Sequence[int], sizes: Mapping[int, int]) -> Iterator[list[int]]:
-    """Split uids into batches bounded by FETCH_BATCH_MESSAGES and FETCH_BATCH_BYTES."""
+def _fetch_batches(imap: ImapMailbox, uids: Sequence[int]) -> Iterator[list[int]]:
+    """Split uids into batches bounded by FETCH_BATCH_MESSAGES and FETCH_BATCH_BYTES.
+
+    Sizes are asked for a slice at a time, so a huge first poll starts ingesting at once.
+    """
     batch: list[int] = []
     size = 0
-    for uid in uids:
-        message_size = sizes.get(uid, 0)
-        if batch and (
-            len(batch) >= FETCH_BATCH_MESSAGES or size + message_size > FETCH_BATCH_BYTES
-        ):
-            yield batch
-            batch, size = [], 0
-        batch.append(uid)
-        size += message_size
+    for start in range(0, len(uids), SIZE_LOOKAHEAD):
+        chunk = uids[start : start + SIZE_LOOKAHEAD]
+        sizes = imap.sizes(chunk)
+        for uid in chunk:
+            message_size = sizes.get(uid, 0)
+            if batch and (
+                len(batch) >= FETCH_BATCH_MESSAGES or size + message_size > FETCH_BATCH_BYTES
+            ):
+                yield batch
+                batch, size = [], 0
+            batch.append(uid)
+            size += message_size
     if batch:
         yield batch
 
@@ -611,8 +642,7 @@ def _poll(
         total, done = len(uids), 0
         if on_progress is not None:
             on_progress(0, total, f"{mailbox.name}: {total} new message(s)")
-        sizes = imap.sizes(uids) if uids else {}
-        for batch in _fetch_batches(uids, sizes):
+        for batch in _fetch_batches(imap, uids):
             raws = imap.fetch(batch)
             # Checked before every batch's commits, so a poll presumed dead stops early.
             _lease_renew(mailbox=mailbox, owner=owner)
