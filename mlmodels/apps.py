@@ -5,3 +5,16 @@ class MLModelsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "mlmodels"
     verbose_name = "ML models"
+
+    def ready(self) -> None:
+        # The core knows no listener: classification hooks onto it from this side.
+        from mlmodels import receivers
+        from tickets import serializers, signals
+
+        signals.tickets_created.connect(
+            receivers.classify_new_tickets, dispatch_uid="mlmodels.classify_new_tickets"
+        )
+        if receivers.ticket_prediction_fields not in serializers.ticket_output_extensions:
+            serializers.ticket_output_extensions.append(receivers.ticket_prediction_fields)
+        if receivers.PREDICTIONS_PREFETCH not in serializers.ticket_output_prefetches:
+            serializers.ticket_output_prefetches.append(receivers.PREDICTIONS_PREFETCH)

@@ -27,6 +27,8 @@ def prepare() -> None:
     manage("setup_periodic_tasks")
     manage("seed_demo")
     manage("train_models", "--org", "demo")
+    # The demo tickets were imported before the first model existed: classify them now.
+    manage("classify_tickets", "--org", "demo", "--async")
 
 
 def start() -> list[subprocess.Popen[bytes]]:

@@ -1,0 +1,327 @@
+"""ML tasks against the same work done in-process, on the same texts, in one run.
+
+Task figures are the worker's own time (the task result's STARTED to SUCCESS), so broker
+pick-up latency is left out of 1 and 2; 3 is end to end (publish to the last SUCCESS).
+
+1. batch classification through `batch_classify_tickets_task` on a real worker (DB read,
+   predict with confidence and top terms for every active target, bulk write) against
+   in-process `pipeline.predict` of the same pipelines on the same 2,000 texts;
+2. the wall time of `train_organization_model_task` (read labels, split,
+   fit, evaluate, serialize, store, gate) against in-process fit + serialize + save of the
+   same training split;
+3. classify-ticket tasks per second against `taskops.tasks.noop` tasks per second on the
+   same worker.
+
+    python -m bench.bench_ml          # or: make bench (every benchmark)
+
+Database: with no DATABASE_URL a throwaway SQLite file in a temporary directory; with
+DATABASE_URL=postgresql://… a throwaway database ``bench_<name>`` on that server, created
+and dropped by the run. Broker: the configured Redis (its queues purged) when
+CELERY_BROKER_URL=redis://…, else a throwaway ``filesystem://`` folder (3 is then skipped:
+that transport polls once a second). One worker process
+(`scripts/start_celery_worker.py worker --worker-type all --concurrency 1`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKETS = 2000
+SINGLE_TASKS = 150
+REPEATS = 3
+SINGLE_REPEATS = 5
+TRAIN_REPEATS = 2
+
+
+def _setup_django(tmp: Path) -> str:
+    """Configure Django on a throwaway database, media folder and broker; returns the database."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        os.environ["CELERY_BROKER_URL"] = "filesystem://"
+        os.environ["ZENITH_BROKER_DIR"] = str(tmp / "broker")
+    os.environ["DJANGO_MEDIA_ROOT"] = str(tmp / "media")
+    use_postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    if not use_postgres:
+        os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.db'}"
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    if use_postgres:
+        connection.settings_dict.setdefault("TEST", {})
+        connection.settings_dict["TEST"]["NAME"] = f"bench_ml_{connection.settings_dict['NAME']}"
+        connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+        return "postgresql"
+    call_command("migrate", verbosity=0)
+    return "sqlite"
+
+
+def _purge() -> None:
+    from zenith.celery import app
+
+    with app.connection_for_write() as connection:
+        for queue in ("default", "ml_tasks", "sync_tasks"):
+            try:
+                connection.default_channel.queue_purge(queue)
+            except Exception:  # noqa: S112 - an undeclared queue holds nothing
+                continue
+
+
+def _wait(task_ids: list[str], timeout: float = 600) -> float:
+    """Block until every task succeeded; returns the monotonic time it happened."""
+    from django_celery_results.models import TaskResult
+
+    deadline = time.monotonic() + timeout
+    wanted = set(task_ids)
+    while time.monotonic() < deadline:
+        rows = dict(TaskResult.objects.filter(task_id__in=wanted).values_list("task_id", "status"))
+        failed = [task_id for task_id, state in rows.items() if state == "FAILURE"]
+        if failed:
+            raise RuntimeError(f"task {failed[0]} failed")
+        if sum(1 for state in rows.values() if state == "SUCCESS") == len(wanted):
+            return time.monotonic()
+        time.sleep(0.02)
+    raise TimeoutError(f"{len(wanted)} tasks did not finish in {timeout}s")
+
+
+def _runtime(task_id: str) -> float:
+    """Seconds the worker spent on a finished task: its STARTED row to its SUCCESS."""
+    from django_celery_results.models import TaskResult
+
+    row = TaskResult.objects.get(task_id=task_id)
+    return (row.date_done - row.date_created).total_seconds()
+
+
+def _enqueue(name: str, kwargs: dict[str, Any]) -> str:
+    from taskops.services import task_enqueue
+
+    return task_enqueue(name=name, kwargs=kwargs, triggered_by="bench")
+
+
+def _reset(ticket_ids: list[int]) -> None:
+    """Make the tickets new again: no predictions, no model labels, nothing to review."""
+    from mlmodels.models import Prediction
+    from tickets.models import Ticket
+
+    Prediction.objects.filter(ticket_id__in=ticket_ids).delete()
+    Ticket.objects.filter(pk__in=ticket_ids).update(
+        category="", category_source="", priority="", priority_source="", needs_review=False
+    )
+
+
+def _dataset(organization: Any) -> None:
+    from tickets.demo import DEMO_DATASET
+    from tickets.services import tickets_import_csv
+
+    tickets_import_csv(
+        organization=organization,
+        path=DEMO_DATASET,
+        text_columns=["title", "body"],
+        label_columns={"category": "category", "priority": "urgency"},
+    )
+
+
+def _bench_training(organization: Any) -> dict[str, Any]:
+    """Task wall time (publish to SUCCESS) vs in-process fit + serialize + save."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from mlmodels import services, training
+    from mlmodels.models import ModelVersion
+    from tickets.selectors import ticket_training_examples
+
+    examples = ticket_training_examples(organization=organization, target="category")
+    texts = [text for _, text, _ in examples]
+    labels = [label for _, _, label in examples]
+    params = services.DEFAULT_PARAMS
+    train_texts, _, train_labels, _ = training.split(texts=texts, labels=labels, params=params)
+    baselines, values = [], []
+    for i in range(TRAIN_REPEATS):
+        started = time.perf_counter()
+        pipeline = training.fit(texts=train_texts, labels=train_labels, params=params)
+        data = training.serialize(pipeline=pipeline)
+        default_storage.save(f"bench/baseline-{i}.skops", ContentFile(data))
+        baselines.append(time.perf_counter() - started)
+
+        # Each run trains a first version (no active model), like the baseline.
+        ModelVersion.objects.filter(organization=organization).delete()
+        task_id = _enqueue(
+            services.TRAIN_TASK, {"organization_id": organization.pk, "targets": ["category"]}
+        )
+        _wait([task_id])
+        values.append(_runtime(task_id))
+    value, baseline = statistics.median(values), statistics.median(baselines)
+    return {
+        "name": "ml_train_task_wall_time",
+        "value": round(value, 2),
+        "baseline": round(baseline, 2),
+        "ratio": round(value / baseline, 3),
+        "unit": "s",
+        "note": (
+            f"train_organization_model_task (category, {len(texts)} labelled tickets: read, "
+            "split, fit, evaluate, serialize, store, gate) on the worker, STARTED->SUCCESS, vs "
+            f"in-process fit+serialize+save of the same {len(train_texts)}-ticket training split; "
+            f"median of {TRAIN_REPEATS}; lower is better, aim <= 1.3x"
+        ),
+    }
+
+
+def _bench_batch(organization: Any, ticket_ids: list[int]) -> dict[str, Any]:
+    """Tickets/s through the batch task vs in-process pipeline.predict on the same texts."""
+    from mlmodels import registry, selectors, services
+    from mlmodels.models import Prediction
+    from tickets.models import Ticket
+
+    texts = [t.text for t in Ticket.objects.filter(pk__in=ticket_ids).order_by("id")]
+    versions = selectors.model_versions_active(organization=organization)
+    pipelines = [registry.model_load(version=version) for version in versions.values()]
+    baselines, values = [], []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for pipeline in pipelines:
+            pipeline.predict(texts)
+        baselines.append(len(texts) / (time.perf_counter() - started))
+
+        _reset(ticket_ids)
+        task_id = _enqueue(
+            services.BATCH_CLASSIFY_TASK,
+            {"organization_id": organization.pk, "ticket_ids": ticket_ids},
+        )
+        _wait([task_id])
+        values.append(len(ticket_ids) / _runtime(task_id))
+        expected = len(ticket_ids) * len(versions)
+        written = Prediction.objects.filter(ticket_id__in=ticket_ids).count()
+        assert written == expected, (written, expected)
+    value, baseline = statistics.median(values), statistics.median(baselines)
+    return {
+        "name": "ml_batch_classify_throughput",
+        "value": round(value, 1),
+        "baseline": round(baseline, 1),
+        "ratio": round(value / baseline, 3),
+        "unit": "tickets/s",
+        "note": (
+            f"batch_classify_tickets_task on {len(ticket_ids)} tickets ({len(versions)} active "
+            "models: DB read, predict with confidence and top terms, bulk write, ticket updates, "
+            "progress) on the worker, STARTED->SUCCESS, vs in-process pipeline.predict of the "
+            "same pipelines on "
+            f"the same texts; warm model cache; median of {REPEATS}; aim >= 0.5x"
+        ),
+    }
+
+
+def _bench_single(organization: Any, ticket_ids: list[int]) -> dict[str, Any]:
+    """classify_ticket_task per second vs a no-op task per second on the same worker."""
+    from mlmodels import services
+    from taskops import tasks as taskops_tasks
+
+    # The taskops no-op when it exists, else its cheapest registered task.
+    noop = (
+        "taskops.tasks.noop"
+        if hasattr(taskops_tasks, "noop")
+        else "taskops.tasks.health_check_tasks"
+    )
+
+    def rate(name: str, kwargs_list: list[dict[str, Any]]) -> float:
+        started = time.monotonic()
+        ids = [_enqueue(name, kwargs) for kwargs in kwargs_list]
+        return len(ids) / (_wait(ids) - started)
+
+    if not os.environ["CELERY_BROKER_URL"].startswith("redis://"):
+        return {
+            "name": "ml_classify_ticket_task_rate",
+            "note": (
+                "skipped: the embedded filesystem:// broker hands a prefetch-1 worker about one "
+                "message per polling second, whatever the task; run with CELERY_BROKER_URL=redis://…"
+            ),
+        }
+    picked = ticket_ids[:SINGLE_TASKS]
+    classify_rates, noop_rates = [], []
+    # Alternating runs, compared pair by pair: a shared machine's load drifts between runs.
+    for _ in range(SINGLE_REPEATS):
+        noop_rates.append(rate(noop, [{} for _ in picked]))
+        _reset(picked)
+        classify_rates.append(
+            rate(
+                services.CLASSIFY_TASK,
+                [{"ticket_id": pk, "organization_id": organization.pk} for pk in picked],
+            )
+        )
+    ratio = statistics.median(c / n for c, n in zip(classify_rates, noop_rates, strict=True))
+    return {
+        "name": "ml_classify_ticket_task_rate",
+        "value": round(statistics.median(classify_rates), 1),
+        "baseline": round(statistics.median(noop_rates), 1),
+        "ratio": round(ratio, 3),
+        "unit": "tasks/s",
+        "note": (
+            f"{SINGLE_TASKS} classify_ticket_task (2 models) vs {SINGLE_TASKS} {noop} published "
+            f"through task_enqueue, to the same worker (concurrency 1), publish->all SUCCESS; "
+            f"median of {SINGLE_REPEATS} alternating pairs; aim >= 0.6x"
+        ),
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="zenith-bench-ml-") as name:
+        tmp = Path(name)
+        database = _setup_django(tmp)
+        from django.db import connection
+
+        from mlmodels import registry, services
+        from tests.workers import ProcessManager
+        from tickets.models import Source, Ticket
+        from tickets.services import organization_get_or_create
+
+        _purge()
+        manager = ProcessManager(tmp)
+        try:
+            organization, _ = organization_get_or_create(slug="bench-ml")
+            _dataset(organization)
+            worker = manager.worker(worker_type="all", concurrency=1)
+            rows = [_bench_training(organization)]
+            # Serve both targets, as a real organization does.
+            services.model_train(organization=organization, target="priority")
+            fresh = [
+                Ticket(organization=organization, source=Source.API, subject=t.subject, body=t.body)
+                for t in Ticket.objects.filter(organization=organization).order_by("id")[:TICKETS]
+            ]
+            Ticket.objects.bulk_create(fresh)
+            ticket_ids = list(
+                Ticket.objects.filter(organization=organization, source=Source.API)
+                .order_by("id")
+                .values_list("id", flat=True)
+            )
+            # Warm the worker's model cache, as a serving worker's is.
+            _wait([_enqueue(services.CLASSIFY_TASK, {"ticket_id": ticket_ids[0]})], timeout=120)
+            rows.append(_bench_batch(organization, ticket_ids))
+            rows.append(_bench_single(organization, ticket_ids))
+            broker = os.environ["CELERY_BROKER_URL"].split("@")[-1]
+            for row in rows:
+                row["note"] += f"; {database}, broker {broker}"
+            assert worker.alive()
+        finally:
+            manager.stop_all()
+            registry.cache_clear()
+            _purge()
+            if database == "postgresql":
+                connection.close()
+                connection.creation.destroy_test_db(
+                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
+                )
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)

@@ -1,0 +1,55 @@
+"""What mlmodels adds to the core from its own side: auto-classification and API fields."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlmodels import selectors, services
+from mlmodels.models import Target
+from tickets.models import LabelSource, Ticket
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_PREFETCH = "predictions__model_version"
+
+
+def classify_new_tickets(
+    sender: Any, *, organization_id: int, ticket_ids: list[int], source: str, **kwargs: Any
+) -> None:
+    """On `tickets_created` (after commit): enqueue their classification."""
+    try:
+        services.tickets_created_classify(
+            organization_id=organization_id, ticket_ids=list(ticket_ids), source=source
+        )
+    except Exception:
+        # The tickets are committed either way; a batch run classifies them later.
+        logger.exception(
+            "could not enqueue classification of %d new ticket(s) of organization %s",
+            len(ticket_ids),
+            organization_id,
+        )
+
+
+def ticket_prediction_fields(ticket: Ticket) -> dict[str, Any]:
+    """The newest prediction of each target: value, confidence, model version, needs_review."""
+    latest = selectors.prediction_latest_by_target(ticket=ticket)
+    threshold = ticket.organization.confidence_threshold
+    predictions: dict[str, Any] = {}
+    for target in Target.values:
+        prediction = latest.get(target)
+        if prediction is None:
+            predictions[target] = None
+            continue
+        machine_labelled = getattr(ticket, f"{target}_source") in ("", LabelSource.MODEL)
+        predictions[target] = {
+            "label": prediction.label,
+            "confidence": round(prediction.confidence, 4),
+            "model_version": prediction.model_version.version,
+            "model_version_id": prediction.model_version_id,
+            "top_terms": prediction.top_terms,
+            # A person's or an import's label needs no review, however unsure the model is.
+            "needs_review": machine_labelled and prediction.confidence < threshold,
+            "predicted_at": prediction.created_at.isoformat(),
+        }
+    return {"predictions": predictions}

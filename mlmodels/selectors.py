@@ -1,0 +1,152 @@
+"""Reads of the model registry: versions, active models, unclassified tickets, label watermarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet
+
+from mlmodels.models import ModelStatus, ModelVersion, Prediction, Target
+from tickets.models import LabelChange, LabelSource, Organization, Role, Ticket
+from tickets.selectors import organization_list_for_user
+
+HUMAN_LABEL_SOURCES = (LabelSource.PERSON, LabelSource.IMPORT)
+
+
+def model_version_list_for_user(
+    *, user: Any, min_role: Role = Role.VIEWER
+) -> QuerySet[ModelVersion]:
+    """Model versions of every organization the user may see."""
+    return ModelVersion.objects.filter(
+        organization__in=organization_list_for_user(user=user, min_role=min_role)
+    ).select_related("organization")
+
+
+def model_version_list(
+    *, organization: Organization, target: str | None = None
+) -> QuerySet[ModelVersion]:
+    """An organization's versions, newest first."""
+    queryset = ModelVersion.objects.filter(organization=organization)
+    if target:
+        queryset = queryset.filter(target=target)
+    return queryset.order_by("target", "-version")
+
+
+def model_version_active(*, organization: Organization | int, target: str) -> ModelVersion | None:
+    """The version serving `target` for the organization, if any."""
+    org_id = organization if isinstance(organization, int) else organization.pk
+    return (
+        ModelVersion.objects.filter(
+            organization_id=org_id, target=target, status=ModelStatus.ACTIVE
+        )
+        .select_related("organization")
+        .first()
+    )
+
+
+def model_versions_active(*, organization: Organization | int) -> dict[str, ModelVersion]:
+    """The serving version of each target that has one."""
+    org_id = organization if isinstance(organization, int) else organization.pk
+    versions = ModelVersion.objects.filter(
+        organization_id=org_id, status=ModelStatus.ACTIVE
+    ).select_related("organization")
+    return {version.target: version for version in versions}
+
+
+def organization_has_active_model(*, organization_id: int) -> bool:
+    return ModelVersion.objects.filter(
+        organization_id=organization_id, status=ModelStatus.ACTIVE
+    ).exists()
+
+
+def model_version_previous(*, version: ModelVersion) -> ModelVersion | None:
+    """The most recent earlier version that served and could serve again (for a roll back)."""
+    return (
+        ModelVersion.objects.filter(
+            organization_id=version.organization_id,
+            target=version.target,
+            version__lt=version.version,
+            status__in=[ModelStatus.RETIRED, ModelStatus.READY],
+        )
+        .exclude(artifact_sha256="")
+        .order_by("-activated_at", "-version")
+        .first()
+    )
+
+
+def ticket_ids_unclassified(
+    *, organization: Organization, versions: list[ModelVersion]
+) -> list[int]:
+    """Ids of the organization's tickets that lack a prediction from any of these versions."""
+    if not versions:
+        return []
+    missing = Q()
+    for version in versions:
+        missing |= Q(
+            ~Exists(
+                Prediction.objects.filter(ticket_id=OuterRef("pk"), model_version_id=version.pk)
+            )
+        )
+    return list(
+        Ticket.objects.filter(organization=organization)
+        .filter(missing)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def label_watermark(*, organization: Organization, target: str) -> dict[str, int]:
+    """A cheap fingerprint of the organization's human labels for `target`.
+
+    It moves when a labelled ticket is added or removed (count, highest id) or a person
+    corrects a label (highest LabelChange id), which is what "new labels" means.
+    """
+    labelled = (
+        Ticket.objects.filter(
+            organization=organization, **{f"{target}_source__in": HUMAN_LABEL_SOURCES}
+        )
+        .exclude(**{target: ""})
+        .aggregate(count=Count("id"), max_ticket_id=Max("id"))
+    )
+    changes = LabelChange.objects.filter(ticket__organization=organization, field=target).aggregate(
+        max_label_change_id=Max("id")
+    )
+    return {
+        "count": labelled["count"] or 0,
+        "max_ticket_id": labelled["max_ticket_id"] or 0,
+        "max_label_change_id": changes["max_label_change_id"] or 0,
+    }
+
+
+def model_version_last_trained(*, organization: Organization, target: str) -> ModelVersion | None:
+    """The latest version whose training completed or is under way (failed ones do not count)."""
+    return (
+        ModelVersion.objects.filter(organization=organization, target=target)
+        .exclude(status=ModelStatus.FAILED)
+        .order_by("-version")
+        .first()
+    )
+
+
+def targets_with_new_labels(*, organization: Organization) -> list[str]:
+    """Targets whose human labels changed since the organization's last training of them."""
+    changed = []
+    for target in Target.values:
+        watermark = label_watermark(organization=organization, target=target)
+        if not watermark["count"]:
+            continue
+        last = model_version_last_trained(organization=organization, target=target)
+        if last is None or last.label_watermark != watermark:
+            changed.append(target)
+    return changed
+
+
+def prediction_latest_by_target(*, ticket: Ticket) -> dict[str, Prediction]:
+    """The newest prediction of each target (uses a prefetched `predictions` when present)."""
+    latest: dict[str, Prediction] = {}
+    for prediction in ticket.predictions.all():
+        current = latest.get(prediction.target)
+        # The newest row, not the highest version: after a roll back the older version speaks.
+        if current is None or prediction.pk > current.pk:
+            latest[prediction.target] = prediction
+    return latest

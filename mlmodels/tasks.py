@@ -1,0 +1,120 @@
+"""Training and classification tasks (queue `ml_tasks`); each is a thin call into services.
+
+Every task here is idempotent (one prediction per ticket, target and version; one version
+per training task id), so a message is acknowledged only after it ran (acks_late) and is
+delivered again when a worker dies under it (reject_on_worker_lost).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from mlmodels import services
+from taskops.base import ZenithTask
+from taskops.services import TRIGGERED_BY_HEADER
+from tickets.models import Organization, Ticket
+
+
+def _triggered_by(task: ZenithTask) -> str:
+    headers = getattr(task.request, "headers", None) or {}
+    return str(
+        headers.get(TRIGGERED_BY_HEADER)
+        or getattr(task.request, TRIGGERED_BY_HEADER, "")
+        or "system"
+    )
+
+
+def _progress(task: ZenithTask) -> services.Progress:
+    def report(done: int, total: int, message: str) -> None:
+        task.progress(done=done, total=total, message=message)
+
+    return report
+
+
+@shared_task(
+    name="mlmodels.tasks.classify_ticket_task",
+    bind=True,
+    base=ZenithTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def classify_ticket_task(
+    self: ZenithTask, ticket_id: int, organization_id: int | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """Predict one ticket's category and priority with its organization's active models."""
+    tickets = Ticket.objects.select_related("organization")
+    if organization_id is not None:
+        tickets = tickets.filter(organization_id=organization_id)
+    ticket = tickets.filter(pk=ticket_id).first()
+    if ticket is None:
+        return {"ticket_id": ticket_id, "skipped": f"ticket {ticket_id} does not exist"}
+    report = services.ticket_classify(ticket=ticket)
+    return {"ticket_id": ticket_id, **report.as_dict()}
+
+
+@shared_task(
+    name="mlmodels.tasks.batch_classify_tickets_task",
+    bind=True,
+    base=ZenithTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def batch_classify_tickets_task(
+    self: ZenithTask,
+    organization_id: int,
+    ticket_ids: list[int] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Classify the given tickets, or every ticket the active models have not seen yet."""
+    organization = Organization.objects.get(pk=organization_id)
+    if ticket_ids is None:
+        services.batch_pending_clear(organization_id=organization_id)
+    report = services.tickets_classify(
+        organization=organization, ticket_ids=ticket_ids, on_progress=_progress(self)
+    )
+    return report.as_dict()
+
+
+@shared_task(
+    name="mlmodels.tasks.train_organization_model_task",
+    bind=True,
+    base=ZenithTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def train_organization_model_task(
+    self: ZenithTask,
+    organization_id: int,
+    targets: list[str] | None = None,
+    only_changed: bool = False,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Train the organization's models; each new version goes through the promotion gate."""
+    organization = Organization.objects.get(pk=organization_id)
+    outcomes = services.organization_models_train(
+        organization=organization,
+        targets=targets,
+        only_changed=only_changed,
+        task_id=self.request.id or "",
+        triggered_by=_triggered_by(self),
+        on_progress=_progress(self),
+    )
+    return {
+        "organization_id": organization_id,
+        "results": {outcome.target: outcome.as_dict() for outcome in outcomes},
+    }
+
+
+@shared_task(
+    name="mlmodels.tasks.train_all_organizations_task",
+    bind=True,
+    base=ZenithTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def train_all_organizations_task(self: ZenithTask, **kwargs: Any) -> dict[str, Any]:
+    """Enqueue one training per organization with new labels since its last training."""
+    enqueued = services.organizations_train_changed(triggered_by=_triggered_by(self))
+    return {"enqueued": enqueued}
