@@ -42,7 +42,9 @@ def other_organization(db: None) -> Organization:
 def make_user(db: None) -> Callable[..., Any]:
     """Make a user with a role in an organization."""
 
-    def make(*, organization: Organization | None = None, role: Role = Role.OPERATOR, **kwargs: Any) -> Any:
+    def make(
+        *, organization: Organization | None = None, role: Role = Role.OPERATOR, **kwargs: Any
+    ) -> Any:
         user = UserFactory(**kwargs)
         if organization is not None:
             MembershipFactory(user=user, organization=organization, role=role)

@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
         try:
             module = importlib.import_module(f"bench.{name}")
             result = module.run()
-        except Exception as exc:  # noqa: BLE001 - a failed benchmark is reported, not raised
+        except Exception as exc:
             traceback.print_exc()
             result = [{"name": name, "note": f"failed: {exc}"}]
         for row in result:

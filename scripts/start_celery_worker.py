@@ -62,7 +62,9 @@ def build_command(args: argparse.Namespace) -> list[str]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="a worker consuming the queues of one type")
     worker.add_argument("--worker-type", choices=sorted(QUEUES), default="general")
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     command = build_command(args)
     os.chdir(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
     os.execv(command[0], command)  # noqa: S606 - replaces this process with Celery
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,7 +55,7 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         handle = self.log_path.open("ab")
         self._log = handle
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             self.command, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT
         )
         return self
@@ -73,7 +74,9 @@ class ManagedProcess:
             if text in self.log()[since:]:
                 return
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.process.returncode}):\n{self.log()[-4000:]}"
+                )
             time.sleep(0.2)
         raise TimeoutError(f"{self.name} did not log {text!r} in {timeout}s:\n{self.log()[-4000:]}")
 
@@ -95,10 +98,8 @@ class ManagedProcess:
         pids = self.children()
         os.kill(self.pid, signal.SIGKILL)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         assert self.process is not None
         self.process.wait(timeout=30)
 
@@ -159,10 +160,14 @@ class ProcessManager:
         command = [sys.executable, str(START_SCRIPT), "beat", "--loglevel", "DEBUG"]
         return self.spawn(name=name, command=command, env=env)
 
-    def spawn(self, *, name: str, command: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+    def spawn(
+        self, *, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
         log_path = self.directory / f"{len(self.processes):02d}-{safe}.log"
-        managed = ManagedProcess(name=name, command=command, log_path=log_path, env=process_env(env))
+        managed = ManagedProcess(
+            name=name, command=command, log_path=log_path, env=process_env(env)
+        )
         self.processes.append(managed.start())
         return managed
 

@@ -63,7 +63,14 @@ class TicketAdmin(admin.ModelAdmin):
         "needs_review",
         "created_at",
     ]
-    list_filter = ["organization", "source", "status", "needs_review", "category_source", "category"]
+    list_filter = [
+        "organization",
+        "source",
+        "status",
+        "needs_review",
+        "category_source",
+        "category",
+    ]
     search_fields = ["subject", "body", "external_id", "requester"]
     date_hierarchy = "created_at"
     list_select_related = ["organization"]

@@ -15,7 +15,9 @@ DEMO_ORG_SLUG = "demo"
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "zenith-demo"  # noqa: S105 - a published demo login, documented in README
 # The project ships its own copy of the shared dataset: a user's clone has no ../shared.
-DEMO_DATASET = Path(__file__).resolve().parent.parent / "zenith" / "data" / "it_tickets_endava_sample.csv"
+DEMO_DATASET = (
+    Path(__file__).resolve().parent.parent / "zenith" / "data" / "it_tickets_endava_sample.csv"
+)
 
 
 @dataclass
@@ -29,7 +31,9 @@ class DemoSeed:
 
 def demo_seed(*, path: Path = DEMO_DATASET) -> DemoSeed:
     """Create (idempotently) the demo organization, its tickets, a superuser and a token."""
-    organization, _ = services.organization_get_or_create(slug=DEMO_ORG_SLUG, name="Demo IT helpdesk")
+    organization, _ = services.organization_get_or_create(
+        slug=DEMO_ORG_SLUG, name="Demo IT helpdesk"
+    )
     report = services.tickets_import_csv(
         organization=organization,
         path=path,

@@ -80,9 +80,7 @@ class LabelSource(models.TextChoices):
 class Ticket(models.Model):
     """One support request, from whichever source it came."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="tickets"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tickets")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     external_id = models.CharField(max_length=255, blank=True, default="")
     subject = models.CharField(max_length=500, blank=True, default="")

@@ -26,7 +26,15 @@ class OrganizationRolePermission(BasePermission):
     """
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
-        role = Role.VIEWER if request.method in SAFE_METHODS else getattr(view, "write_role", Role.OPERATOR)
-        org_id = obj.get_organization_id() if hasattr(obj, "get_organization_id") else obj.organization_id
+        role = (
+            Role.VIEWER
+            if request.method in SAFE_METHODS
+            else getattr(view, "write_role", Role.OPERATOR)
+        )
+        org_id = (
+            obj.get_organization_id()
+            if hasattr(obj, "get_organization_id")
+            else obj.organization_id
+        )
         require_role(user=request.user, organization=org_id, role=role)
         return True

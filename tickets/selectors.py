@@ -9,7 +9,9 @@ from django.db.models import QuerySet
 from tickets.models import ROLE_RANK, Membership, Organization, Role, Ticket
 
 
-def organization_list_for_user(*, user: Any, min_role: Role = Role.VIEWER) -> QuerySet[Organization]:
+def organization_list_for_user(
+    *, user: Any, min_role: Role = Role.VIEWER
+) -> QuerySet[Organization]:
     """Organizations the user belongs to with at least `min_role` (all for superusers)."""
     if not user or not user.is_authenticated:
         return Organization.objects.none()

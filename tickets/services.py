@@ -72,27 +72,16 @@ def ticket_create(
             labels[name] = value
             labels[f"{name}_source"] = label_source
     values = {"subject": subject, "body": body, "requester": requester, **labels}
-    with transaction.atomic():
-        if external_id:
-            try:
-                with transaction.atomic():
-                    ticket, created = Ticket.objects.get_or_create(
-                        organization=organization,
-                        source=source,
-                        external_id=external_id,
-                        defaults=values,
-                    )
-            except IntegrityError:
-                # A concurrent writer inserted the same key first: theirs is the ticket.
-                ticket = Ticket.objects.get(
-                    organization=organization, source=source, external_id=external_id
-                )
-                created = False
-        else:
-            ticket = Ticket.objects.create(organization=organization, source=source, **values)
-            created = True
-        if created:
-            _announce(organization=organization, ticket_ids=[ticket.pk], source=source)
+    if external_id:
+        # get_or_create reads again when a concurrent writer inserted the same key first.
+        ticket, created = Ticket.objects.get_or_create(
+            organization=organization, source=source, external_id=external_id, defaults=values
+        )
+    else:
+        ticket = Ticket.objects.create(organization=organization, source=source, **values)
+        created = True
+    if created:
+        _announce(organization=organization, ticket_ids=[ticket.pk], source=source)
     return ticket, created
 
 
@@ -304,7 +293,9 @@ def tickets_import_csv(
     return report
 
 
-def _import_batch(*, organization: Organization, tickets: list[Ticket], report: ImportReport) -> None:
+def _import_batch(
+    *, organization: Organization, tickets: list[Ticket], report: ImportReport
+) -> None:
     if not tickets:
         return
     keys = [ticket.external_id for ticket in tickets]

@@ -33,7 +33,9 @@ class TicketFilter(django_filters.FilterSet):
         fields = ["organization", "status", "category", "priority", "source", "needs_review"]
 
 
-class OrganizationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class OrganizationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Organizations the caller belongs to."""
 
     serializer_class = OrganizationOutputSerializer
@@ -75,19 +77,25 @@ class TicketViewSet(
         # A viewer of the organization is refused (403); an outsider sees "does not exist".
         if isinstance(org_id, int) or (isinstance(org_id, str) and org_id.isdigit()):
             org_id = int(org_id)
-            if selectors.membership_has_role(user=request.user, organization=org_id, role=Role.VIEWER):
+            if selectors.membership_has_role(
+                user=request.user, organization=org_id, role=Role.VIEWER
+            ):
                 require_role(user=request.user, organization=org_id, role=Role.OPERATOR)
         serializer = TicketCreateInputSerializer(data=data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         ticket, created = services.ticket_create(source=Source.API, **serializer.validated_data)
         output = TicketOutputSerializer(ticket, context={"request": request})
-        return Response(output.data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            output.data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
     @extend_schema(request=TicketUpdateInputSerializer, responses={200: TicketOutputSerializer})
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         ticket = self.get_object()
         serializer = TicketUpdateInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        ticket = services.ticket_update(ticket=ticket, data=serializer.validated_data, user=request.user)
+        ticket = services.ticket_update(
+            ticket=ticket, data=serializer.validated_data, user=request.user
+        )
         ticket = self.get_queryset().get(pk=ticket.pk)
         return Response(TicketOutputSerializer(ticket, context={"request": request}).data)

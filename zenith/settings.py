@@ -41,9 +41,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Fernet keys for credentials at rest; the first encrypts, all decrypt (rotation).
 FIELD_ENCRYPTION_KEYS = [
     key.strip()
-    for key in _required(
-        "ZENITH_FIELD_KEYS", "FEFBsUTHbMNthMXUMuBqd2-iCF3LXnz75CXgW5XDQR0="
-    ).split(",")
+    for key in _required("ZENITH_FIELD_KEYS", "FEFBsUTHbMNthMXUMuBqd2-iCF3LXnz75CXgW5XDQR0=").split(
+        ","
+    )
     if key.strip()
 ]
 
@@ -256,7 +256,12 @@ ZENITH_BEAT_HEARTBEAT_MAX_AGE = env.int("ZENITH_BEAT_HEARTBEAT_MAX_AGE", default
 # The task ledger's signal handlers (off only to measure their cost: bench/bench_ledger.py).
 ZENITH_TASK_LEDGER = env.bool("ZENITH_TASK_LEDGER", default=True)
 # Retry delays for transient errors: attempt n waits RETRY_DELAYS[n - 1] seconds.
-ZENITH_RETRY_DELAYS = [int(s) for s in env.list("ZENITH_RETRY_DELAYS", default=["60", "120", "180"])]
+ZENITH_RETRY_DELAYS = [
+    int(s) for s in env.list("ZENITH_RETRY_DELAYS", default=["60", "120", "180"])
+]
+# A task whose worker died under it this many times is failed instead of delivered again
+# (acks_late + reject_on_worker_lost would otherwise requeue a crashing task forever).
+ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
 

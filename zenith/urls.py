@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from taskops.metrics import metrics_view
 from zenith.api import APIRootView
 
 api_patterns = [
@@ -20,4 +21,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
     path("api-auth/", include("rest_framework.urls")),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
 ]

@@ -18,7 +18,9 @@ ARGS = ["--text", "title,body", "--label", "category=category", "--label", "prio
 
 def run_import(path: Path, *extra: str) -> tuple[str, str]:
     out, err = StringIO(), StringIO()
-    call_command("import_tickets", str(path), "--org", "helpdesk", *ARGS, *extra, stdout=out, stderr=err)
+    call_command(
+        "import_tickets", str(path), "--org", "helpdesk", *ARGS, *extra, stdout=out, stderr=err
+    )
     return out.getvalue(), err.getvalue()
 
 
@@ -66,14 +68,32 @@ def test_id_column_becomes_the_external_id(tmp_path):
     path = tmp_path / "tickets.csv"
     path.write_text("key,title,body,category\nT-1,a,b,4\nT-2,c,d,5\n")
     call_command(
-        "import_tickets", str(path), "--org", "helpdesk", "--text", "title,body",
-        "--label", "category=category", "--id-column", "key", stdout=StringIO(),
+        "import_tickets",
+        str(path),
+        "--org",
+        "helpdesk",
+        "--text",
+        "title,body",
+        "--label",
+        "category=category",
+        "--id-column",
+        "key",
+        stdout=StringIO(),
     )
     assert set(Ticket.objects.values_list("external_id", flat=True)) == {"T-1", "T-2"}
     path.write_text("key,title,body,category\nT-1,changed,b,4\nT-3,e,f,6\n")
     call_command(
-        "import_tickets", str(path), "--org", "helpdesk", "--text", "title,body",
-        "--label", "category=category", "--id-column", "key", stdout=StringIO(),
+        "import_tickets",
+        str(path),
+        "--org",
+        "helpdesk",
+        "--text",
+        "title,body",
+        "--label",
+        "category=category",
+        "--id-column",
+        "key",
+        stdout=StringIO(),
     )
     assert Ticket.objects.count() == 3
     assert Ticket.objects.get(external_id="T-1").subject == "a"

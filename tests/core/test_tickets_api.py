@@ -78,7 +78,10 @@ def test_create_with_same_external_id_is_idempotent(api_client, organization):
 
 def test_patch_label_is_recorded_as_a_training_label(api_client, organization, user):
     ticket = TicketFactory(
-        organization=organization, category="4", category_source=LabelSource.MODEL, needs_review=True
+        organization=organization,
+        category="4",
+        category_source=LabelSource.MODEL,
+        needs_review=True,
     )
 
     response = api_client.patch(f"/api/v1/tickets/{ticket.id}", {"category": "6"}, format="json")
@@ -93,7 +96,9 @@ def test_patch_label_is_recorded_as_a_training_label(api_client, organization, u
 def test_other_organizations_ticket_is_404(api_client, other_organization):
     ticket = TicketFactory(organization=other_organization, subject="secret")
     assert api_client.get(f"/api/v1/tickets/{ticket.id}/").status_code == 404
-    response = api_client.patch(f"/api/v1/tickets/{ticket.id}/", {"status": "closed"}, format="json")
+    response = api_client.patch(
+        f"/api/v1/tickets/{ticket.id}/", {"status": "closed"}, format="json"
+    )
     assert response.status_code == 404
     ticket.refresh_from_db()
     assert ticket.status == "new"
@@ -113,8 +118,13 @@ def test_viewer_cannot_write(make_user, make_api_client, organization):
     ticket = TicketFactory(organization=organization)
 
     assert viewer.get(f"/api/v1/tickets/{ticket.id}/").status_code == 200
-    assert viewer.patch(f"/api/v1/tickets/{ticket.id}/", {"status": "open"}, format="json").status_code == 403
-    created = viewer.post("/api/v1/tickets/", {"organization": organization.id, "subject": "x"}, format="json")
+    assert (
+        viewer.patch(f"/api/v1/tickets/{ticket.id}/", {"status": "open"}, format="json").status_code
+        == 403
+    )
+    created = viewer.post(
+        "/api/v1/tickets/", {"organization": organization.id, "subject": "x"}, format="json"
+    )
     assert created.status_code == 403
     assert Ticket.objects.count() == 1
 
@@ -152,7 +162,9 @@ def test_malformed_json_is_400(api_client, organization):
 
 def test_patch_of_unknown_or_bad_field_is_400(api_client, organization):
     ticket = TicketFactory(organization=organization)
-    bad_status = api_client.patch(f"/api/v1/tickets/{ticket.id}/", {"status": "nope"}, format="json")
+    bad_status = api_client.patch(
+        f"/api/v1/tickets/{ticket.id}/", {"status": "nope"}, format="json"
+    )
     assert bad_status.status_code == 400
     assert "status" in bad_status.data
     readonly = api_client.patch(f"/api/v1/tickets/{ticket.id}/", {"organization": 5}, format="json")
@@ -162,7 +174,9 @@ def test_patch_of_unknown_or_bad_field_is_400(api_client, organization):
     assert ticket.status == "new"
 
 
-def test_superuser_sees_every_organization(make_user, make_api_client, organization, other_organization):
+def test_superuser_sees_every_organization(
+    make_user, make_api_client, organization, other_organization
+):
     TicketFactory(organization=organization)
     TicketFactory(organization=other_organization)
     admin = make_api_client(make_user(is_superuser=True, is_staff=True))

@@ -24,7 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--org", required=True, help="organization slug")
         parser.add_argument(
-            "--text", default="title,body", help="comma-separated text columns (first is the subject)"
+            "--text",
+            default="title,body",
+            help="comma-separated text columns (first is the subject)",
         )
         parser.add_argument(
             "--label",
@@ -64,7 +66,7 @@ class Command(BaseCommand):
             self.stderr.write(f"line {line}: {reason}")
         self.stdout.write(
             self.style.SUCCESS(
-                f"{report.rows} rows: {report.created} imported, {report.existing} already present, "
-                f"{len(report.errors)} rejected"
+                f"{report.rows} rows: {report.created} imported, "
+                f"{report.existing} already present, {len(report.errors)} rejected"
             )
         )
