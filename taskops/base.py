@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -14,7 +16,7 @@ class TransientError(Exception):
 
 
 # Errors worth another attempt; anything else is bad data and fails at once.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     TransientError,
     ConnectionError,
     TimeoutError,
@@ -23,18 +25,34 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class RedeliveredTooOften(Exception):
+    """The worker died under this task more often than ZENITH_MAX_REDELIVERIES allows."""
+
+
 class ZenithTask(Task):
     """Reports progress and retries transient errors after 60, 120 and 180 seconds."""
 
     max_retries = 3
 
+    # Reports closer together than this are skipped (except the last one, done == total),
+    # so a loop may report every item without a write per item.
+    progress_min_interval = 0.5
+
     def progress(self, *, done: int, total: int, message: str = "") -> None:
         """Publish a PROGRESS state that the ledger and the API show."""
-        if not self.request.id:
+        request = self.request
+        if not request.id or request.called_directly:
             return
-        self.update_state(
-            state="PROGRESS", meta={"done": done, "total": total, "message": message}
-        )
+        now = time.monotonic()
+        last = getattr(request, "zenith_progress_at", None)
+        if last is not None and done < total and now - last < self.progress_min_interval:
+            return
+        request.zenith_progress_at = now  # type: ignore[attr-defined]  # per-run bookkeeping
+        self.update_state(state="PROGRESS", meta={"done": done, "total": total, "message": message})
+        if settings.ZENITH_TASK_LEDGER:
+            from taskops import ledger
+
+            ledger.task_progressed(task_id=request.id, done=done, total=total, message=message)
 
     def retry_delay(self) -> int:
         """Seconds to wait before the next attempt (the policy in settings)."""
@@ -42,6 +60,19 @@ class ZenithTask(Task):
         return delays[min(self.request.retries, len(delays) - 1)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self.request, "zenith_cancelled", False):
+            # The ledger says a person cancelled it before any worker knew (see receivers).
+            self.backend.mark_as_revoked(
+                str(self.request.id), "cancelled before it started", request=self.request
+            )
+            raise Ignore()
+        lost = getattr(self.request, "zenith_worker_lost", 0)
+        if lost > settings.ZENITH_MAX_REDELIVERIES:
+            # Set by the ledger's prerun receiver: fail (and ack) rather than crash again.
+            raise RedeliveredTooOften(
+                f"the worker died {lost} times running this task; not running it again "
+                f"(ZENITH_MAX_REDELIVERIES={settings.ZENITH_MAX_REDELIVERIES})"
+            )
         try:
             return super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:

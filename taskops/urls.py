@@ -1,3 +1,7 @@
-from django.urls import URLPattern, URLResolver
+from taskops import views
+from tickets.routers import OptionalSlashRouter
 
-urlpatterns: list[URLPattern | URLResolver] = []
+router = OptionalSlashRouter()
+router.register("tasks", views.TaskViewSet, basename="task")
+
+urlpatterns = router.urls

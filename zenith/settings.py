@@ -213,7 +213,8 @@ else:
     # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
     # Above the hard time limit, so a long task is never redelivered while it still runs.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": 2 * 60 * 60,
+        # Lower only in fault tests: it is also how long a dead worker's tasks wait.
+        "visibility_timeout": env.int("ZENITH_BROKER_VISIBILITY_TIMEOUT", default=2 * 60 * 60),
         "socket_timeout": 5,
         "socket_connect_timeout": 5,
     }
@@ -226,8 +227,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
-CELERY_TASK_TIME_LIMIT = 30 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True

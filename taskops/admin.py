@@ -1,0 +1,247 @@
+"""Admin pages of the task system: the ledger (read-only, retry and cancel), beat and schedules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
+from django_celery_results.models import TaskResult
+from kombu.exceptions import OperationalError as BrokerError
+
+from taskops import services
+from taskops.models import Heartbeat, SchedulerLease, TaskRecord
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit rows: viewable, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(ReadOnlyAdmin):
+    list_display = [
+        "task_id",
+        "name",
+        "organization",
+        "queue",
+        "state",
+        "progress_display",
+        "retries",
+        "triggered_by",
+        "worker",
+        "queued_at",
+        "runtime",
+        "result_link",
+    ]
+    list_filter = [
+        "state",
+        "name",
+        "organization",
+        "queue",
+        ("queued_at", admin.DateFieldListFilter),
+    ]
+    # Exact lookups: ids are looked up whole, which the unique index answers at once.
+    search_fields = ["=task_id", "=retry_of"]
+    search_help_text = "a task id (or the id of the task it retried)"
+    date_hierarchy = "queued_at"
+    list_select_related = ["organization"]
+    list_per_page = 50
+    show_full_result_count = False
+    actions = ["retry_tasks", "cancel_tasks"]
+    fieldsets = [
+        (None, {"fields": ["task_id", "name", "queue", "organization", "state", "progress"]}),
+        ("Arguments", {"fields": ["args_display", "kwargs_display"]}),
+        (
+            "Outcome",
+            {"fields": ["result", "error", "traceback", "attempts_display", "result_link"]},
+        ),
+        (
+            "Who and when",
+            {
+                "fields": [
+                    "triggered_by",
+                    "revoked_by",
+                    "retry_of_link",
+                    "retries",
+                    "worker",
+                    "eta",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "runtime",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [
+        "task_id",
+        "name",
+        "queue",
+        "organization",
+        "state",
+        "progress",
+        "args_display",
+        "kwargs_display",
+        "result",
+        "error",
+        "traceback",
+        "attempts_display",
+        "result_link",
+        "triggered_by",
+        "revoked_by",
+        "retry_of_link",
+        "retries",
+        "worker",
+        "eta",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "runtime",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRecord]:
+        results = TaskResult.objects.filter(task_id=OuterRef("task_id")).values("pk")[:1]
+        return super().get_queryset(request).annotate(result_pk=Subquery(results))
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Retry and cancel: superusers and staff allowed to change ledger rows."""
+        return request.user.has_perm("taskops.change_taskrecord")
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: TaskRecord) -> str:
+        if not obj.progress:
+            return ""
+        return f"{obj.progress.get('done')}/{obj.progress.get('total')}"
+
+    @admin.display(description="args")
+    def args_display(self, obj: TaskRecord) -> str:
+        return json.dumps(obj.args, indent=2)
+
+    @admin.display(description="kwargs")
+    def kwargs_display(self, obj: TaskRecord) -> str:
+        return json.dumps(obj.kwargs, indent=2)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, obj: TaskRecord) -> str:
+        return "\n".join(
+            f"#{a.get('attempt')} at {a.get('failed_at')}: {a.get('error')}"
+            + (f" (retry at {a['retry_at']})" if a.get("retry_at") else "")
+            for a in obj.attempts or []
+        )
+
+    @admin.display(description="result row")
+    def result_link(self, obj: TaskRecord) -> str:
+        pk = getattr(obj, "result_pk", None)
+        if pk is None:
+            return "-"
+        url = reverse("admin:django_celery_results_taskresult_change", args=[pk])
+        return format_html('<a href="{}">result</a>', url)
+
+    @admin.display(description="retry of")
+    def retry_of_link(self, obj: TaskRecord) -> str:
+        if not obj.retry_of:
+            return "-"
+        original = (
+            TaskRecord.objects.filter(task_id=obj.retry_of).values_list("pk", flat=True).first()
+        )
+        if original is None:
+            return obj.retry_of
+        url = reverse("admin:taskops_taskrecord_change", args=[original])
+        return format_html('<a href="{}">{}</a>', url, obj.retry_of)
+
+    def _operate(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[TaskRecord],
+        *,
+        verb: str,
+        operation: Callable[[TaskRecord], str],
+    ) -> None:
+        """Apply `operation` to each selected task and report each outcome."""
+        for record in queryset:
+            label = f"{record.name} {record.task_id}"
+            try:
+                outcome = operation(record)
+            except services.TaskStateConflict as exc:
+                self.message_user(request, f"{label} not {verb}: {exc}", messages.WARNING)
+            except BrokerError as exc:
+                self.message_user(
+                    request, f"{label} not {verb}: the queue is unavailable ({exc})", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{label} {outcome}", messages.SUCCESS)
+
+    @admin.action(
+        description="Retry the selected tasks with the same arguments", permissions=["operate"]
+    )
+    def retry_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        def retry(record: TaskRecord) -> str:
+            return f"retried as {services.task_retry(record=record, user=request.user)}"
+
+        self._operate(request, queryset, verb="retried", operation=retry)
+
+    @admin.action(
+        description="Cancel the selected tasks (terminate if running)", permissions=["operate"]
+    )
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        def cancel(record: TaskRecord) -> str:
+            return f"cancelled ({services.task_cancel(record=record, user=request.user).state})"
+
+        self._operate(request, queryset, verb="cancelled", operation=cancel)
+
+
+@admin.register(Heartbeat)
+class HeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "last_seen", "details"]
+
+
+@admin.register(SchedulerLease)
+class SchedulerLeaseAdmin(ReadOnlyAdmin):
+    list_display = ["name", "holder", "expires_at", "acquired_at", "renewed_at"]
+
+
+# django-celery-beat's schedule pages, with "run now" recording who ran the task.
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+    @admin.action(description="Run selected tasks now")
+    def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        for periodic in queryset:
+            try:
+                task_id = services.task_enqueue(
+                    name=periodic.task,
+                    args=json.loads(periodic.args or "[]"),
+                    kwargs=json.loads(periodic.kwargs or "{}"),
+                    queue=periodic.queue or None,
+                    triggered_by=services.triggered_by_label(request.user),
+                )
+            except BrokerError as exc:
+                self.message_user(
+                    request,
+                    f"{periodic.name} not run: the queue is unavailable ({exc})",
+                    messages.ERROR,
+                )
+            else:
+                self.message_user(
+                    request, f"{periodic.name}: {periodic.task} sent as {task_id}", messages.SUCCESS
+                )

@@ -1,0 +1,77 @@
+"""Reads of the task ledger, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from taskops.models import ACTIVE_STATES, TaskRecord, TaskState
+from tickets.models import Organization, Role
+from tickets.selectors import membership_has_role, organization_list_for_user
+
+
+def task_list_for_user(*, user: Any) -> QuerySet[TaskRecord]:
+    """Tasks of the caller's organizations; tasks with no organization for staff only."""
+    records = TaskRecord.objects.select_related("organization")
+    if not user or not user.is_authenticated:
+        return records.none()
+    if user.is_superuser:
+        return records.all()
+    visible = Q(organization__in=organization_list_for_user(user=user))
+    if user.is_staff:
+        visible |= Q(organization__isnull=True)
+    return records.filter(visible)
+
+
+def task_get_for_user(*, user: Any, task_id: str) -> TaskRecord | None:
+    """One task the caller may see, or None (which the API answers with 404)."""
+    return task_list_for_user(user=user).filter(task_id=task_id).first()
+
+
+def task_can_operate(*, user: Any, record: TaskRecord) -> bool:
+    """Whether the caller may cancel or retry the task: an operator of its organization."""
+    if not user or not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    if record.organization_id is None:
+        return bool(user.is_staff)
+    return membership_has_role(user=user, organization=record.organization_id, role=Role.OPERATOR)
+
+
+def task_list(
+    *, organization: Organization, states: list[str] | None = None, name: str | None = None
+) -> QuerySet[TaskRecord]:
+    """An organization's tasks, newest first, optionally of some states and one task name."""
+    records = TaskRecord.objects.filter(organization=organization).select_related("organization")
+    if states:
+        records = records.filter(state__in=states)
+    if name:
+        records = records.filter(name=name)
+    return records.order_by("-queued_at", "-id")
+
+
+def task_list_active_for_user(*, user: Any) -> QuerySet[TaskRecord]:
+    """Tasks queued, running or waiting to retry that the caller may see, oldest first."""
+    return task_list_for_user(user=user).filter(state__in=ACTIVE_STATES).order_by("queued_at", "id")
+
+
+def task_retries_of(*, record: TaskRecord) -> list[str]:
+    """Ids of the tasks started as retries of this one, oldest first."""
+    return list(
+        TaskRecord.objects.filter(retry_of=record.task_id)
+        .order_by("queued_at", "id")
+        .values_list("task_id", flat=True)
+    )
+
+
+def task_failure_count(*, since: timedelta = timedelta(hours=1)) -> int:
+    """Tasks that failed within `since` (every organization)."""
+    start = timezone.now() - since
+    # updated_at (indexed with state) is set by the write that records the failure.
+    return TaskRecord.objects.filter(
+        state=TaskState.FAILURE, updated_at__gte=start, finished_at__gte=start
+    ).count()

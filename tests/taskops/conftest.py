@@ -1,0 +1,70 @@
+"""Fixtures of the task-operations tests: people with roles, ledger rows, a clean broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from taskops.models import TaskRecord, TaskState
+from tickets.models import Organization, Role
+
+
+@pytest.fixture
+def viewer(make_user: Callable[..., Any], organization: Organization) -> Any:
+    return make_user(organization=organization, role=Role.VIEWER, username="victor")
+
+
+@pytest.fixture
+def outsider(make_user: Callable[..., Any], other_organization: Organization) -> Any:
+    """An operator of the other organization."""
+    return make_user(organization=other_organization, role=Role.OPERATOR, username="oscar")
+
+
+@pytest.fixture
+def superuser(make_user: Callable[..., Any]) -> Any:
+    return make_user(username="root", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def make_record(db: None) -> Callable[..., TaskRecord]:
+    """Write a ledger row directly (as the publish signal would)."""
+
+    def make(**fields: Any) -> TaskRecord:
+        now = timezone.now()
+        fields.setdefault("task_id", str(uuid.uuid4()))
+        fields.setdefault("name", "taskops.tasks.noop")
+        fields.setdefault("queue", "default")
+        fields.setdefault("state", TaskState.PENDING)
+        fields.setdefault("queued_at", now)
+        fields.setdefault("updated_at", fields["queued_at"])
+        if fields["state"] in (TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED):
+            fields.setdefault("finished_at", fields["queued_at"] + timedelta(seconds=1))
+        return TaskRecord.objects.create(**fields)
+
+    return make
+
+
+def _purge_queues() -> None:
+    from taskops.health import required_queues
+    from zenith.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in required_queues():
+            conn.default_channel.queue_purge(queue)
+
+
+@pytest.fixture(autouse=True)
+def _empty_queues() -> Iterator[None]:
+    """Start each test with empty queues and leave none of its messages behind.
+
+    A worker then sees only this test's tasks, and no later test (of any app, sharing the
+    broker) runs a task this one published but never ran.
+    """
+    _purge_queues()
+    yield
+    _purge_queues()
