@@ -50,10 +50,11 @@ def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
 
     times = sends()
     span = (times[-1] - times[0]).total_seconds()
-    # One send per tick: about one a second (a loaded machine stretches the ticks a little),
-    # never two close together, never more sends than seconds.
+    # One send per tick: about one a second. Beat may wake a little early or late, so the
+    # count only roughly follows the span; two beats sending one tick would show as a pair
+    # of sends a few milliseconds apart, which the minimum gap rules out.
     assert 10 <= len(times) <= 17, len(times)
-    assert len(times) <= span + 1.5, "more sends than ticks"
+    assert len(times) <= span * 1.15 + 2, "more sends than ticks"
     assert min(gaps(times)) > 0.5, gaps(times)
     senders = [beat for beat in beats if SENT in beat.log()]
     assert len(senders) == 1, "exactly one beat sends"
