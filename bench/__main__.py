@@ -7,13 +7,12 @@ as a row with its error: benchmarks report, they never fail the run.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +67,32 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+MARKER = "BENCH_ROWS_JSON:"
+# Each module runs in a process of its own: every one sets Django up on its own database.
+CHILD = (
+    "import json, sys, importlib; "
+    "rows = importlib.import_module('bench.' + sys.argv[1]).run(); "
+    f"print({MARKER!r} + json.dumps(rows, default=str))"
+)
+
+
+def run_module(name: str) -> list[dict]:
+    """One module's rows; a module that fails becomes a row naming the failure."""
+    process = subprocess.run(
+        [sys.executable, "-c", CHILD, name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    for line in process.stdout.splitlines():
+        if line.startswith(MARKER):
+            return json.loads(line.removeprefix(MARKER))
+    print(process.stdout[-3000:], flush=True)
+    return [{"name": name, "note": f"failed (exit {process.returncode}); see the output above"}]
+
+
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
@@ -79,12 +104,7 @@ def main(argv: list[str]) -> int:
             continue
         started = time.monotonic()
         print(f"running {name} ...", flush=True)
-        try:
-            module = importlib.import_module(f"bench.{name}")
-            result = module.run()
-        except Exception as exc:
-            traceback.print_exc()
-            result = [{"name": name, "note": f"failed: {exc}"}]
+        result = run_module(name)
         for row in result:
             row.setdefault("module", name)
         rows.extend(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -11,9 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from taskops import ledger
 from taskops.models import (
@@ -74,15 +76,28 @@ def task_enqueue(
     options: dict[str, Any] = {"queue": queue} if queue else {}
 
     def send() -> None:
-        app.send_task(
-            name,
-            args=list(args or []),
-            kwargs=kwargs,
-            task_id=task_id,
-            countdown=countdown,
-            headers=headers,
-            **options,
-        )
+        try:
+            app.send_task(
+                name,
+                args=list(args or []),
+                kwargs=kwargs,
+                task_id=task_id,
+                countdown=countdown,
+                headers=headers,
+                **options,
+            )
+        except BrokerError as exc:
+            # The publish signal already wrote a PENDING row; it will never run, so say so
+            # (best effort: the caller must still see the broker error, not a ledger one).
+            with contextlib.suppress(DatabaseError):
+                ledger.task_failed(
+                    task_id=task_id,
+                    retries=0,
+                    exc=exc,
+                    tb=ledger.format_traceback(exc),
+                    started=None,
+                )
+            raise
 
     transaction.on_commit(send)
     return task_id
