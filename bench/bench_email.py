@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import setup_django
+
 MESSAGES = 2000
 REPEATS = 3
 # Every 20th message has a small attachment, every 10th is HTML-only.
@@ -35,29 +35,8 @@ HTML_EVERY = 10
 
 
 def _setup_django(tmp: Path) -> str:
-    """Configure Django on a throwaway database and broker; returns the database label."""
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
-    os.environ["CELERY_BROKER_URL"] = "filesystem://"
-    os.environ["ZENITH_BROKER_DIR"] = str(tmp / "broker")
-    os.environ["DJANGO_MEDIA_ROOT"] = str(tmp / "media")
-    use_postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
-    if not use_postgres:
-        os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.db'}"
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
-
-    if use_postgres:
-        connection.settings_dict.setdefault("TEST", {})
-        connection.settings_dict["TEST"]["NAME"] = f"bench_{connection.settings_dict['NAME']}"
-        connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-        return "postgresql"
-    call_command("migrate", verbosity=0)
-    return "sqlite"
+    """Django on a throwaway database and broker (bench.common); returns the database."""
+    return setup_django(tmp, name="email")
 
 
 def _messages() -> list[bytes]:

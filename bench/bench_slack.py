@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import setup_django
+
 MESSAGES = 3000
 PAGE_SIZE = 200
 USERS = 25
@@ -37,33 +37,9 @@ LATENCY_SECONDS = 0.05
 
 
 def _setup_django(tmp: Path) -> str:
-    """Configure Django on a throwaway database and broker; returns the database label."""
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
-    os.environ["CELERY_BROKER_URL"] = "filesystem://"
-    os.environ["ZENITH_BROKER_DIR"] = str(tmp / "broker")
+    """Django on a throwaway database and broker (bench.common); returns the database."""
     os.environ["SLACK_HISTORY_PAGE_SIZE"] = str(PAGE_SIZE)
-    use_postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
-    if not use_postgres:
-        os.environ["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.db'}"
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.db import connection
-
-    # Measure as production runs: no per-query debug log.
-    settings.DEBUG = False
-
-    if use_postgres:
-        connection.settings_dict.setdefault("TEST", {})
-        connection.settings_dict["TEST"]["NAME"] = f"bench_{connection.settings_dict['NAME']}"
-        connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-        return "postgresql"
-    call_command("migrate", verbosity=0)
-    return "sqlite"
+    return setup_django(tmp, name="slack")
 
 
 def _bare_loop(server: Any, token: str) -> float:
