@@ -100,7 +100,14 @@ def test_a_task_past_its_soft_time_limit_fails_once_and_is_not_redelivered(broke
         concurrency=1,
         env={"CELERY_TASK_SOFT_TIME_LIMIT": "2", "CELERY_TASK_TIME_LIMIT": "4"},
     )
-    task_id = app.send_task("taskops.tasks.diagnostic_sleep", kwargs={"seconds": 30}).id
+    # A publisher that has the task registered stamps its own configured limits on the
+    # message, which would override the worker's; explicit None leaves them to the worker.
+    task_id = app.send_task(
+        "taskops.tasks.diagnostic_sleep",
+        kwargs={"seconds": 30},
+        time_limit=None,
+        soft_time_limit=None,
+    ).id
 
     record = wait_until(
         lambda: TaskRecord.objects.filter(task_id=task_id, state=TaskState.FAILURE).first(),
