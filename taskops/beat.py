@@ -68,6 +68,16 @@ class LeaderDatabaseScheduler(DatabaseScheduler):
         self._last_full_sync = datetime.datetime.now()  # noqa: DTZ005 - as DatabaseScheduler
         self._heap = None
 
+    def reserve(self, entry: Any) -> Any:
+        # DatabaseScheduler keeps the pre-send entry in self._schedule (only the heap gets
+        # the advanced one). Whenever the heap is rebuilt from self._schedule, as after a
+        # schedule change seen on the tick that became leader, that stale entry is due
+        # again and the tick was sent twice, milliseconds apart. Keep the schedule current.
+        new_entry = super().reserve(entry)
+        if self._schedule is not None and new_entry.name in self._schedule:
+            self._schedule[new_entry.name] = new_entry
+        return new_entry
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         # Check again well within the lease, so the holder never lets it lapse while alive
         # and a standby notices a dead holder soon after the lease runs out.

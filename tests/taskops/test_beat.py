@@ -12,11 +12,13 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
 from taskops import services
+from taskops.beat import LeaderDatabaseScheduler
 from taskops.models import SchedulerLease, TaskRecord
 from tests.taskops.helpers import wait_for
+from zenith.celery import app
 
 SCHEDULE = "every second noop"
 SENT = f"Sending due task {SCHEDULE}"
@@ -35,12 +37,6 @@ def gaps(times: list) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, seen once in three CI runs: the leader sent the first tick twice, 12 ms "
-    "apart, right after start-up (suspected: DatabaseScheduler.sync re-reading the schedule "
-    "before last_run_at is saved); kept visible as XPASS/XFAIL until fixed",
-)
 def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
     """Two beats on a schedule every second for 15 s: each tick sent once, then failover."""
     every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
@@ -90,6 +86,30 @@ def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
     time.sleep(4)
     assert len(sends()) == sent_by_then, "a disabled schedule is not sent"
     assert time.monotonic() - start < 60
+
+
+def test_a_schedule_change_on_the_first_leading_tick_sends_the_tick_once(transactional_db):
+    """Another beat starting (it writes its default entries) just before the first tick."""
+    queue = f"beat-test-{os.getpid()}"
+    every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name=SCHEDULE,
+        task="taskops.tasks.noop",
+        interval=every_second,
+        queue=queue,
+        last_run_at=timezone.now() - timedelta(seconds=10),
+    )
+    scheduler = LeaderDatabaseScheduler(app=app)
+    try:
+        PeriodicTasks.update_changed()  # what a second beat's start-up does
+        for _ in range(5):
+            scheduler.tick()
+        assert len(sends()) == 1, "the due tick was sent once"
+        assert PeriodicTask.objects.get(name=SCHEDULE).total_run_count == 1
+    finally:
+        scheduler.close()
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
 
 
 def test_lease_has_one_holder_until_it_runs_out_or_is_released(db):
