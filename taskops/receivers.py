@@ -12,22 +12,47 @@ import time
 from typing import Any
 
 from celery import signals
-from django.db import DatabaseError
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
 from taskops import ledger
 
 logger = logging.getLogger(__name__)
 
 
-def _safely(what: str, write: Any, **kwargs: Any) -> Any:
-    """Run a ledger write; a ledger outage is logged, never turned into a task failure."""
-    try:
-        return write(**kwargs)
-    except DatabaseError:
-        logger.warning(
-            "task ledger: could not record %s of %s", what, kwargs.get("task_id"), exc_info=True
-        )
-        return None
+def _safely(what: str, write: Any, *, wait: bool = False, **kwargs: Any) -> Any:
+    """Run a ledger write; a ledger outage is logged, never turned into a task failure.
+
+    With `wait` (the worker's writes around a task), a database that cannot be reached is
+    tried again with backoff for ZENITH_LEDGER_RETRY_SECONDS: the worker holds the task
+    meanwhile instead of burning the queue's retries, and a task that finished during a
+    restart still gets its final state recorded.
+    """
+    deadline = time.monotonic() + (settings.ZENITH_LEDGER_RETRY_SECONDS if wait else 0)
+    delay = 0.25
+    while True:
+        try:
+            return write(**kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            error: DatabaseError = exc
+            close_old_connections()  # the next try opens a fresh connection
+            if time.monotonic() + delay > deadline:
+                break
+            if delay == 0.25:
+                logger.warning(
+                    "task ledger: database unreachable, retrying %s of %s",
+                    what,
+                    kwargs.get("task_id"),
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except DatabaseError as exc:
+            error = exc
+            break
+    logger.warning(
+        "task ledger: could not record %s of %s", what, kwargs.get("task_id"), exc_info=error
+    )
+    return None
 
 
 def on_before_task_publish(
@@ -66,7 +91,12 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
     request = task.request
     request.zenith_started = time.time()
     started = _safely(
-        "the start", ledger.task_started, task_id=task_id, name=task.name, request=request
+        "the start",
+        ledger.task_started,
+        wait=True,
+        task_id=task_id,
+        name=task.name,
+        request=request,
     )
     if started is False:
         # Cancelled while no worker knew it (revoke broadcasts reach live workers only).
@@ -77,6 +107,7 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
         deliveries = _safely(
             "a redelivery",
             ledger.task_redelivered,
+            wait=True,
             task_id=task_id,
             retries=getattr(request, "retries", 0) or 0,
         )
@@ -91,6 +122,7 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     _safely(
         "the success",
         ledger.task_succeeded,
+        wait=True,
         task_id=task_id,
         result=result,
         started=getattr(request, "zenith_started", None),
@@ -113,6 +145,7 @@ def on_task_failure(
     _safely(
         "the failure",
         ledger.task_failed,
+        wait=True,
         task_id=task_id,
         retries=getattr(request, "retries", 0) or 0,
         exc=exception,
@@ -129,6 +162,7 @@ def on_task_retry(request: Any = None, reason: Any = None, einfo: Any = None, **
     _safely(
         "a retry",
         ledger.task_will_retry,
+        wait=True,
         task_id=task_id,
         request=request,
         exc=exc,

@@ -218,7 +218,12 @@ else:
         "socket_timeout": 5,
         "socket_connect_timeout": 5,
     }
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+# django-celery-results' table, through a backend that retries while PostgreSQL restarts.
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="taskops.results.ResultBackend")
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-backend-always-retry
+# Exponential backoff, 10 s at most between tries: about a minute of outage is ridden out.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 10
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = 60 * 60
 CELERY_CACHE_BACKEND = "django-cache"
@@ -260,6 +265,9 @@ ZENITH_TASK_LEDGER = env.bool("ZENITH_TASK_LEDGER", default=True)
 ZENITH_RETRY_DELAYS = [
     int(s) for s in env.list("ZENITH_RETRY_DELAYS", default=["60", "120", "180"])
 ]
+# How long a worker keeps retrying a task-ledger write while the database is unreachable
+# (it holds that task meanwhile, instead of failing through the queue); then it gives up.
+ZENITH_LEDGER_RETRY_SECONDS = env.float("ZENITH_LEDGER_RETRY_SECONDS", default=60.0)
 # A task whose worker died under it this many times is failed instead of delivered again
 # (acks_late + reject_on_worker_lost would otherwise requeue a crashing task forever).
 ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
