@@ -9,8 +9,12 @@ class MLModelsConfig(AppConfig):
     def ready(self) -> None:
         # The core knows no listener: classification hooks onto it from this side.
         from mlmodels import receivers
+        from mlmodels.metrics import ReviewCollector
+        from taskops.metrics import collector_register
         from tickets import serializers, signals
 
+        # taskops serves /metrics but cannot import this app: the review load is added here.
+        collector_register(ReviewCollector)
         signals.tickets_created.connect(
             receivers.classify_new_tickets, dispatch_uid="mlmodels.classify_new_tickets"
         )
