@@ -17,7 +17,6 @@ from creating anything twice.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import socket
 import ssl
@@ -28,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -55,7 +55,7 @@ from taskops.services import task_enqueue
 from tickets.models import Organization, Source, Ticket
 from tickets.services import ticket_create, ticket_message_create
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 SYNC_MAILBOX_TASK = "integrations.tasks.sync_mailbox_task"
 MANUAL_SYNC_TASK = "integrations.tasks.manual_sync_trigger"
@@ -267,7 +267,7 @@ def mailbox_lease_acquire(*, mailbox: Mailbox) -> str | None:
         and _owner_is_dead(holder)
         and Mailbox.objects.filter(pk=mailbox.pk, sync_lease_owner=holder).update(**claim)
     ):
-        logger.warning("mailbox %s: took over the lease of a dead poll (%s)", mailbox.pk, holder)
+        logger.warning("mailbox_lease_taken_over", mailbox_id=mailbox.pk, previous_owner=holder)
         return owner
     return None
 
@@ -458,7 +458,13 @@ def _reject(
     reason: str,
 ) -> InboundEmail:
     """Record a message that cannot become a ticket; the poll goes on with the next one."""
-    logger.warning("mailbox %s UID %s rejected: %s", mailbox.pk, uid, reason)
+    logger.warning(
+        "email_rejected",
+        organization=mailbox.organization_id,
+        mailbox_id=mailbox.pk,
+        uid=uid,
+        reason=reason,
+    )
     row = _new_row(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, parsed=parsed)
     row.state, row.reason = InboundEmailState.REJECTED, reason[:2000]
     try:
@@ -510,10 +516,16 @@ def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) ->
                 raise MailboxLeaseLost(
                     f"mailbox {mailbox.pk}: UID {uid} was ingested by another poll"
                 ) from exc
-            logger.warning("mailbox %s UID %s: %s (attempt %d)", mailbox.pk, uid, exc, attempt + 1)
+            logger.warning(
+                "email_store_conflict",
+                mailbox_id=mailbox.pk,
+                uid=uid,
+                error=str(exc),
+                attempt=attempt + 1,
+            )
             reason = f"could not be stored: {exc}"
         except Exception as exc:  # one bad message must not stop the mailbox
-            logger.exception("mailbox %s UID %s could not be stored", mailbox.pk, uid)
+            logger.exception("email_store_failed", mailbox_id=mailbox.pk, uid=uid)
             reason = f"could not be stored: {type(exc).__name__}: {exc}"
             break
     return _reject(
@@ -608,10 +620,10 @@ def _cursor_start(
         # The folder was recreated or renumbered: old UIDs mean nothing now. Every message
         # is read again and the Message-ID ledger recognizes the ones already ingested.
         logger.warning(
-            "mailbox %s: UIDVALIDITY changed from %s to %s; rescanning the folder",
-            mailbox.pk,
-            mailbox.uidvalidity,
-            uidvalidity,
+            "mailbox_uidvalidity_changed",
+            mailbox_id=mailbox.pk,
+            previous=mailbox.uidvalidity,
+            uidvalidity=uidvalidity,
         )
         report.uidvalidity_changed = True
     last_uid = email_selectors.inbound_email_last_uid(mailbox=mailbox, uidvalidity=uidvalidity)
@@ -652,6 +664,15 @@ def _poll(
                 if raw is None:
                     continue  # expunged since the search: nothing to ingest
                 row = email_ingest(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
+                logger.info(
+                    "email_ingested",
+                    organization=mailbox.organization_id,
+                    mailbox_id=mailbox.pk,
+                    uid=uid,
+                    state=row.state,
+                    ticket_id=row.ticket_id,
+                    inbound_email_id=row.pk,
+                )
                 report.fetched += 1
                 report.count(row.state)
                 last_uid = uid
@@ -696,20 +717,35 @@ def mailbox_poll(
         _poll(mailbox=mailbox, owner=owner, report=report, on_progress=on_progress)
     except ImapError as exc:
         report.error, report.error_kind, report.transient = str(exc), exc.kind, exc.retryable
-        logger.warning("mailbox %s (%s): %s", mailbox.pk, mailbox.address, exc)
+        logger.warning(
+            "mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind=exc.kind, error=str(exc)
+        )
     except AttachmentStorageError as exc:
         report.error, report.error_kind, report.transient = str(exc), "storage", True
-        logger.error("mailbox %s: %s", mailbox.pk, exc)
+        logger.error(
+            "mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind="storage", error=str(exc)
+        )
     except (DecryptionError, ValueError) as exc:
         report.error, report.error_kind = str(exc), "config"
-        logger.warning("mailbox %s: configuration error: %s", mailbox.pk, exc)
+        logger.warning(
+            "mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind="config", error=str(exc)
+        )
     except MailboxLeaseLost as exc:
         report.busy = True
-        logger.warning("%s; this poll stops", exc)
+        logger.warning("mailbox_poll_stopped", mailbox_id=mailbox.pk, reason=str(exc))
         return report
     finally:
         mailbox_lease_release(mailbox=mailbox, owner=owner)
     _record_outcome(mailbox=mailbox, report=report)
+    logger.info(
+        "mailbox_polled",
+        organization=mailbox.organization_id,
+        mailbox_id=mailbox.pk,
+        fetched=report.fetched,
+        tickets=report.ticket,
+        followups=report.followup,
+        error_kind=report.error_kind,
+    )
     return report
 
 

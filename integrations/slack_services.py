@@ -8,7 +8,6 @@ message that arrives by event and by sync, or twice by either, becomes one ticke
 from __future__ import annotations
 
 import html
-import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -48,7 +48,7 @@ from taskops.services import task_enqueue
 from tickets.models import Organization, Source, TicketMessage
 from tickets.services import ticket_create_many, ticket_message_create, ticket_update
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 PROCESS_EVENT_TASK = "integrations.tasks.process_slack_event"
 SYNC_TASK = "integrations.tasks.sync_slack_tickets"
@@ -249,7 +249,7 @@ class RequesterResolver:
         except SlackClientError:
             if self.strict:
                 raise
-            logger.warning("users.info failed for %s; using the id", user_id, exc_info=True)
+            logger.warning("slack_user_lookup_failed", user_id=user_id, exc_info=True)
             return user_id
         defaults: dict[str, Any] = {"fetched_at": timezone.now(), "found": user is not None}
         if user is not None:
@@ -496,6 +496,19 @@ def _create_tickets(
         # Someone (an event, another sync) wrote some of these rows meanwhile.
         for row in rows:
             ledger[row.ts], _ = _ledger_get_or_create(row)
+    for item, spec in zip(items, specs, strict=True):
+        ticket, was_created = created[spec["external_id"]]
+        if was_created:
+            logger.info(
+                "slack_message_ingested",
+                organization=workspace.organization_id,
+                team_id=workspace.team_id,
+                channel_id=channel.channel_id,
+                ts=item.ts,
+                via=via,
+                kind="ticket",
+                ticket_id=ticket.pk,
+            )
     return sum(1 for ticket, was_created in created.values() if was_created)
 
 
@@ -531,6 +544,17 @@ def _create_reply(
         )
     )
     ledger[item.ts] = row
+    if created:
+        logger.info(
+            "slack_message_ingested",
+            organization=workspace.organization_id,
+            team_id=workspace.team_id,
+            channel_id=channel.channel_id,
+            ts=item.ts,
+            via=via,
+            kind="reply",
+            ticket_id=parent.ticket_id,
+        )
     if _ts_key(item.ts) > _ts_key(parent.latest_reply_ts):
         parent.latest_reply_ts = item.ts
         SlackMessage.objects.filter(pk=parent.pk).update(latest_reply_ts=item.ts)
@@ -651,9 +675,7 @@ def slack_event_receive(
         SlackEvent.objects.filter(pk=row.pk).update(deliveries=F("deliveries") + 1)
         stale = row.received_at < timezone.now() - REENQUEUE_PENDING_AFTER
         if row.status == SlackEventStatus.PENDING and stale and row.workspace is not None:
-            logger.warning(
-                "event %s still pending at retry %s; enqueuing again", event_id, retry_num
-            )
+            logger.warning("slack_event_enqueued_again", event_id=event_id, retry_num=retry_num)
             _enqueue_event(row=row, workspace=row.workspace)
     return row, False
 
@@ -984,7 +1006,12 @@ def _workspace_failed(
     *, workspace: SlackWorkspace, report: SyncReport, exc: SlackClientError
 ) -> None:
     error = _error_text(exc)
-    logger.warning("Slack workspace %s: %s", workspace.team_id, error)
+    logger.warning(
+        "slack_workspace_failed",
+        organization=workspace.organization_id,
+        team_id=workspace.team_id,
+        error=error,
+    )
     _workspace_record_error(workspace=workspace, error=error)
     report.errors.append({"workspace": workspace.team_id, "error": error})
     report.transient = report.transient or isinstance(exc, SlackTransientError)

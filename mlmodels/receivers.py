@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
+
+import structlog
 
 from mlmodels import selectors, services
 from mlmodels.models import Target
 from tickets.models import LabelSource, Ticket
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 PREDICTIONS_PREFETCH = "predictions__model_version"
 
@@ -25,9 +26,10 @@ def classify_new_tickets(
     except Exception:
         # The tickets are committed either way; a batch run classifies them later.
         logger.exception(
-            "could not enqueue classification of %d new ticket(s) of organization %s",
-            len(ticket_ids),
-            organization_id,
+            "classification_enqueue_failed",
+            organization=organization_id,
+            count=len(ticket_ids),
+            ticket_ids=list(ticket_ids[:20]),
         )
 
 

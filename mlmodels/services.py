@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sklearn
+import structlog
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Case, F, Max, Q, Value, When
@@ -29,6 +30,8 @@ from mlmodels.registry import ArtifactError
 from taskops.services import task_enqueue
 from tickets.models import LabelSource, Organization, Ticket
 from tickets.selectors import ticket_training_examples
+
+logger = structlog.get_logger(__name__)
 
 MIN_TOTAL_LABELS = 30
 MIN_CLASSES = 2
@@ -524,7 +527,8 @@ def _classify_chunk(
     pipelines: dict[str, Any],
     threshold: float,
     report: ClassifyReport,
-) -> None:
+) -> list[Prediction]:
+    """Predict, store and apply one chunk; returns the predictions made."""
     texts = [ticket.text for ticket in tickets]
     rows: list[Prediction] = []
     # Per ticket: the model labels to set, and whether an applied prediction was unsure.
@@ -572,6 +576,7 @@ def _classify_chunk(
     report.predictions += len(rows)
     report.applied += sum(len(pairs) for pairs in labels.values())
     report.needs_review += sum(1 for flag in unsure.values() if flag)
+    return rows
 
 
 def _tickets_read(*, organization: Organization, ticket_ids: Sequence[int]) -> list[Ticket]:
@@ -631,6 +636,13 @@ def tickets_classify(
             )
         done = min(start + chunk_size, total)
         on_progress(done, total, f"{done}/{total} tickets classified")
+    logger.info(
+        "tickets_classified",
+        organization=organization.pk,
+        tickets=report.tickets,
+        needs_review=report.needs_review,
+        model_versions=report.versions,
+    )
     return report
 
 
@@ -641,14 +653,32 @@ def ticket_classify(*, ticket: Ticket) -> ClassifyReport:
     versions = selectors.model_versions_active(organization=organization)
     if not versions:
         report.skipped = f"{organization.slug} has no active model"
+        logger.info(
+            "ticket_classification_skipped",
+            organization=organization.pk,
+            ticket_id=ticket.pk,
+            reason="no active model",
+        )
         return report
     report.versions = {target: version.version for target, version in versions.items()}
-    _classify_chunk(
+    predictions = _classify_chunk(
         tickets=[ticket],
         versions=versions,
         pipelines=_models_load(versions=versions),
         threshold=organization.confidence_threshold,
         report=report,
+    )
+    fields: dict[str, Any] = {}
+    for prediction in predictions:
+        fields[prediction.target] = prediction.label
+        fields[f"{prediction.target}_confidence"] = round(prediction.confidence, 4)
+        fields[f"{prediction.target}_model_version"] = versions[prediction.target].version
+    logger.info(
+        "ticket_classified",
+        organization=organization.pk,
+        ticket_id=ticket.pk,
+        needs_review=report.needs_review > 0,
+        **fields,
     )
     return report
 
@@ -687,19 +717,29 @@ def tickets_created_classify(
         if not cache.add(key, "pending", timeout=BATCH_COALESCE_SECONDS):
             return []
         try:
-            return [
-                task_enqueue(
-                    name=BATCH_CLASSIFY_TASK,
-                    kwargs={"organization_id": organization_id},
-                    countdown=BATCH_COALESCE_SECONDS,
-                )
-            ]
+            task_id = task_enqueue(
+                name=BATCH_CLASSIFY_TASK,
+                kwargs={"organization_id": organization_id},
+                countdown=BATCH_COALESCE_SECONDS,
+            )
         except Exception:
             cache.delete(key)
             raise
-    return [
-        task_enqueue(
-            name=CLASSIFY_TASK,
-            kwargs={"ticket_id": ticket_ids[0], "organization_id": organization_id},
+        logger.info(
+            "batch_classification_enqueued",
+            organization=organization_id,
+            tickets=len(ticket_ids),
+            classify_task_id=task_id,
         )
-    ]
+        return [task_id]
+    task_id = task_enqueue(
+        name=CLASSIFY_TASK,
+        kwargs={"ticket_id": ticket_ids[0], "organization_id": organization_id},
+    )
+    logger.info(
+        "classification_enqueued",
+        organization=organization_id,
+        ticket_id=ticket_ids[0],
+        classify_task_id=task_id,
+    )
+    return [task_id]

@@ -29,9 +29,18 @@ def _env_debug() -> bool:
     return os.environ.get("DJANGO_DEBUG", "1").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_json_logs() -> bool:
+    """ZENITH_LOG_FORMAT as zenith/settings.py reads it: JSON unless set or in DEBUG."""
+    default = "plain" if _env_debug() else "json"
+    return (os.environ.get("ZENITH_LOG_FORMAT") or default).strip().lower() == "json"
+
+
 def build_command(args: argparse.Namespace) -> list[str]:
     """The celery command line for the parsed arguments."""
     celery = [sys.executable, "-m", "celery", "-A", "zenith"]
+    if _env_json_logs() and args.command in ("worker", "beat"):
+        # The start-up banner is printed, not logged: it would be the one non-JSON output.
+        celery.append("--quiet")
     if args.command == "worker":
         command = [
             *celery,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from django.db import IntegrityError, transaction
 
 from tickets.models import (
@@ -22,6 +23,8 @@ from tickets.models import (
     TicketMessage,
 )
 from tickets.signals import tickets_created
+
+logger = structlog.get_logger(__name__)
 
 LABEL_FIELDS = ("category", "priority")
 IMPORT_BATCH_SIZE = 500
@@ -46,11 +49,28 @@ def _announce(*, organization: Organization, ticket_ids: list[int], source: str)
     """Tell listeners (classification) about new tickets once their rows are committed."""
     if not ticket_ids:
         return
-    transaction.on_commit(
-        lambda: tickets_created.send(
+
+    def announce() -> None:
+        if source == Source.IMPORT:
+            logger.info(
+                "tickets_created",
+                organization=organization.pk,
+                source=source,
+                count=len(ticket_ids),
+            )
+        else:
+            for ticket_id in ticket_ids:
+                logger.info(
+                    "ticket_created",
+                    organization=organization.pk,
+                    source=source,
+                    ticket_id=ticket_id,
+                )
+        tickets_created.send(
             sender=Ticket, organization_id=organization.pk, ticket_ids=ticket_ids, source=source
         )
-    )
+
+    transaction.on_commit(announce)
 
 
 def ticket_create(
@@ -184,16 +204,29 @@ def ticket_message_create(
 ) -> tuple[TicketMessage, bool]:
     """Add a follow-up to a ticket, once per external id."""
     if not external_id:
-        return TicketMessage.objects.create(
+        message = TicketMessage.objects.create(
             ticket=ticket, source=source, author=author, body=body
-        ), True
-    with transaction.atomic():
-        return TicketMessage.objects.get_or_create(
-            ticket=ticket,
-            source=source,
-            external_id=external_id,
-            defaults={"author": author, "body": body},
         )
+        created = True
+    else:
+        with transaction.atomic():
+            message, created = TicketMessage.objects.get_or_create(
+                ticket=ticket,
+                source=source,
+                external_id=external_id,
+                defaults={"author": author, "body": body},
+            )
+    if created:
+        transaction.on_commit(
+            lambda: logger.info(
+                "ticket_message_created",
+                organization=ticket.organization_id,
+                source=source,
+                ticket_id=ticket.pk,
+                message_id=message.pk,
+            )
+        )
+    return message, created
 
 
 # ------------------------------------------------------------------------------

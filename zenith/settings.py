@@ -7,6 +7,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from zenith.logs import LOG_FORMATS, logging_config, structlog_configure
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -61,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_celery_results",
+    "django_structlog",
     "tickets",
     "taskops",
     "mlmodels",
@@ -76,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Binds request_id (and user_id, ip) to every line logged while serving the request.
+    "django_structlog.middlewares.RequestMiddleware",
 ]
 
 ROOT_URLCONF = "zenith.urls"
@@ -297,12 +302,14 @@ FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
 # Logging
 # ------------------------------------------------------------------------------
 LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}
+LOG_FORMAT = env.str("ZENITH_LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"ZENITH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+structlog_configure()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+# structlog renders every line, ours and the libraries' (zenith/logs.py). ZENITH_LOG_FORMAT
+# is `json` (one object per line; the default when DEBUG is off) or `plain` (readable; the
+# default in DEBUG). Lines carry request_id, task_id, task_name, organization and ticket_id
+# where they apply; django-structlog sends the request's fields on to the tasks it enqueues.
+# https://django-structlog.readthedocs.io/en/latest/celery.html

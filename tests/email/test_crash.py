@@ -100,7 +100,7 @@ def test_sigkilled_worker_never_loses_or_duplicates_mail(
 
     # Every restarted poll took the dead one's lease over at once instead of waiting it out.
     logs = "".join(process.log() for process in processes.processes)
-    assert logs.count("took over the lease of a dead poll") == len(KILL_AT)
+    assert logs.count("mailbox_lease_taken_over") == len(KILL_AT)
     assert assert_consistent(mailbox, imap_account) == MESSAGES
     assert Ticket.objects.count() == MESSAGES
     subjects = set(Ticket.objects.values_list("subject", flat=True))
