@@ -321,6 +321,12 @@ DEFAULT_SCHEDULES = (
         description="Record beat's heartbeat; tasks/health reports beat down when it is old.",
         interval=(1, "minutes"),
     ),
+    DefaultSchedule(
+        name="Evaluate alert rules",
+        task="taskops.tasks.evaluate_alert_rules",
+        description="Open and close alert incidents; queue their Slack and e-mail messages.",
+        interval=(1, "minutes"),
+    ),
 )
 
 

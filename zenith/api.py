@@ -42,6 +42,8 @@ class APIRootView(APIView):
         "mailboxes": "integrations/mailboxes/",
         "slack-workspaces": "integrations/slack/workspaces/",
         "slack-channels": "integrations/slack/channels/",
+        "alert-rules": "alerts/rules/",
+        "alert-incidents": "alerts/incidents/",
         "schema": "schema/",
         "docs": "docs/",
     }

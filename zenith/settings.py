@@ -313,3 +313,12 @@ DJANGO_STRUCTLOG_CELERY_ENABLED = True
 # default in DEBUG). Lines carry request_id, task_id, task_name, organization and ticket_id
 # where they apply; django-structlog sends the request's fields on to the tasks it enqueues.
 # https://django-structlog.readthedocs.io/en/latest/celery.html
+# Outgoing mail (alert e-mails), e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587;
+# the development default prints mail to the worker's console.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
+vars().update(
+    env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25")
+)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="zenith@localhost")
+# Seconds before an SMTP connection or command gives up (Django's default waits forever).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from integrations.models import Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
-from taskops.models import TaskRecord, TaskState
+from taskops.models import AlertIncident, AlertRule, TaskRecord, TaskState
 from tests.mlmodels.conftest import purge_queues
 from tickets.models import Organization, Role, Ticket
 
@@ -95,9 +95,17 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         updated_at=now,
         finished_at=now,
     )
+    rule = AlertRule.objects.create(
+        organization=org, name=SECRET, task_pattern="taskops.*", email_recipients=[SECRET]
+    )
+    incident = AlertIncident.objects.create(
+        rule=rule, organization=org, summary=SECRET, opened_at=now, last_seen_at=now
+    )
     return {
         "organization": org,
         "ticket": ticket,
+        "rule": rule,
+        "incident": incident,
         "version": version,
         "workspace": workspace,
         "channel": channel,
@@ -122,6 +130,8 @@ def test_another_organizations_ids_answer_404_on_every_route_and_change_nothing(
         "integrations/slack/workspaces": foreign["workspace"].pk,
         "integrations/slack/channels": foreign["channel"].pk,
         "integrations/mailboxes": foreign["mailbox"].pk,
+        "alerts/rules": foreign["rule"].pk,
+        "alerts/incidents": foreign["incident"].pk,
     }
     by_kwarg = {"task_id": foreign["record"].task_id, "org_id": foreign["organization"].pk}
     body = {
