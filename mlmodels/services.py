@@ -476,6 +476,9 @@ class ClassifyReport:
     needs_review: int = 0
     versions: dict[str, int] = field(default_factory=dict)
     skipped: str = ""
+    # A run limited to a slice: the last ticket id it covered and how many are left after it.
+    last_id: int = 0
+    remaining: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -600,12 +603,17 @@ def tickets_classify(
     *,
     organization: Organization,
     ticket_ids: Sequence[int] | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
     chunk_size: int = CLASSIFY_CHUNK_SIZE,
     on_progress: Progress = _no_progress,
 ) -> ClassifyReport:
     """Predict every target with its active model for the given tickets (none: unclassified).
 
-    Safe to run twice or concurrently: one prediction per ticket, target and version.
+    Only tickets with ids above `after_id`, at most `limit` of them (in id order): a caller
+    can work through a large set in slices, each reporting `last_id` and `remaining`.
+    Progress counts against every ticket above `after_id`. Safe to run twice or
+    concurrently: one prediction per ticket, target and version.
     """
     report = ClassifyReport(organization_id=organization.pk)
     versions = selectors.model_versions_active(organization=organization)
@@ -620,11 +628,15 @@ def tickets_classify(
         )
     else:
         ids = sorted(set(ticket_ids))
+    ids = [pk for pk in ids if pk > after_id]
     total = len(ids)
+    now = ids if limit is None else ids[:limit]
+    report.last_id = now[-1] if now else after_id
+    report.remaining = total - len(now)
     on_progress(0, total, f"classifying {total} tickets")
-    for start in range(0, total, chunk_size):
+    for start in range(0, len(now), chunk_size):
         tickets = _tickets_read(
-            organization=organization, ticket_ids=ids[start : start + chunk_size]
+            organization=organization, ticket_ids=now[start : start + chunk_size]
         )
         if tickets:
             _classify_chunk(
@@ -634,7 +646,7 @@ def tickets_classify(
                 threshold=organization.confidence_threshold,
                 report=report,
             )
-        done = min(start + chunk_size, total)
+        done = min(start + chunk_size, len(now))
         on_progress(done, total, f"{done}/{total} tickets classified")
     logger.info(
         "tickets_classified",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from mlmodels import services
 from taskops.base import ZenithTask
@@ -65,16 +66,53 @@ def batch_classify_tickets_task(
     self: ZenithTask,
     organization_id: int,
     ticket_ids: list[int] | None = None,
+    after_id: int = 0,
+    carried: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Classify the given tickets, or every ticket the active models have not seen yet."""
+    """Classify the given tickets, or every ticket the active models have not seen yet.
+
+    Works in slices of ZENITH_BATCH_SLICE_SIZE tickets: after each, the task replaces itself
+    (same task id, same ledger row) with a message for the rest at bulk priority, so a new
+    ticket's classification queued meanwhile runs first on this worker.
+    """
     organization = Organization.objects.get(pk=organization_id)
-    if ticket_ids is None:
+    carried = dict(carried or {})
+    if ticket_ids is None and not after_id:
         services.batch_pending_clear(organization_id=organization_id)
+    done_before = int(carried.get("tickets", 0))
+
+    def report_progress(done: int, pending: int, message: str) -> None:
+        total = max(int(carried.get("total", 0)), done_before + pending)
+        carried["total"] = total
+        done += done_before
+        self.progress(done=done, total=total, message=f"{done}/{total} tickets classified")
+
     report = services.tickets_classify(
-        organization=organization, ticket_ids=ticket_ids, on_progress=_progress(self)
+        organization=organization,
+        ticket_ids=ticket_ids,
+        after_id=after_id,
+        limit=settings.ZENITH_BATCH_SLICE_SIZE,
+        on_progress=report_progress,
     )
-    return report.as_dict()
+    for key in ("tickets", "predictions", "applied", "needs_review"):
+        carried[key] = int(carried.get(key, 0)) + getattr(report, key)
+    if report.remaining and not report.skipped:
+        rest = {"organization_id": organization_id, "after_id": report.last_id, "carried": carried}
+        if ticket_ids is not None:
+            rest["ticket_ids"] = [pk for pk in ticket_ids if pk > report.last_id]
+        return self.replace(self.signature(kwargs=rest))  # type: ignore[no-any-return]
+    # Tickets that arrived meanwhile may have been counted and then classified by their own
+    # task: the finished batch reports what it did.
+    if carried["tickets"]:
+        done = carried["tickets"]
+        self.progress(done=done, total=done, message=f"{done}/{done} tickets classified")
+    result = report.as_dict()
+    result.update(
+        {key: carried[key] for key in ("tickets", "predictions", "applied", "needs_review")}
+    )
+    result["remaining"] = 0
+    return result
 
 
 @shared_task(

@@ -251,7 +251,28 @@ CELERY_TASK_ACKS_LATE = False
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Priorities inside a queue (Redis: 0 is served first; kombu keeps one list per step of
+# 0, 3, 6, 9 and pops them in that order): a new ticket's classification overtakes the
+# slices of a bulk re-classification, which overtake training. A worker takes the next
+# message only when a slot is free (prefetch 1, late acks), and a batch runs as slices
+# that re-queue themselves, so a new ticket waits at most one slice. README: "Priorities".
+# https://docs.celeryq.dev/en/stable/userguide/routing.html#redis-message-priorities
+ZENITH_PRIORITY_URGENT, ZENITH_PRIORITY_BULK, ZENITH_PRIORITY_TRAINING = 0, 6, 9
+# Off only to measure what priorities buy (bench/bench_priority.py): every message FIFO.
+if not env.bool("ZENITH_TASK_PRIORITIES", default=True):
+    ZENITH_PRIORITY_URGENT = ZENITH_PRIORITY_BULK = ZENITH_PRIORITY_TRAINING = 0
+# Tickets one batch slice classifies before it re-queues the rest behind newer work.
+ZENITH_BATCH_SLICE_SIZE = env.int("ZENITH_BATCH_SLICE_SIZE", default=1000)
 CELERY_TASK_ROUTES = {
+    "mlmodels.tasks.classify_ticket_task": {
+        "queue": "ml_tasks",
+        "priority": ZENITH_PRIORITY_URGENT,
+    },
+    "mlmodels.tasks.batch_classify_tickets_task": {
+        "queue": "ml_tasks",
+        "priority": ZENITH_PRIORITY_BULK,
+    },
+    "mlmodels.tasks.train_*": {"queue": "ml_tasks", "priority": ZENITH_PRIORITY_TRAINING},
     "mlmodels.tasks.*": {"queue": "ml_tasks"},
     "integrations.tasks.*": {"queue": "sync_tasks"},
     "taskops.tasks.*": {"queue": "default"},
@@ -296,23 +317,6 @@ ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)
 # taken over at once on the same host, elsewhere when it expires.
 ZENITH_MAILBOX_LEASE_SECONDS = env.int("ZENITH_MAILBOX_LEASE_SECONDS", default=300)
 ZENITH_METRICS_TOKEN = env.str("ZENITH_METRICS_TOKEN", default="")
-FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
-
-# ------------------------------------------------------------------------------
-# Logging
-# ------------------------------------------------------------------------------
-LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
-LOG_FORMAT = env.str("ZENITH_LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
-if LOG_FORMAT not in LOG_FORMATS:
-    raise ImproperlyConfigured(f"ZENITH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
-structlog_configure()
-LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
-DJANGO_STRUCTLOG_CELERY_ENABLED = True
-# structlog renders every line, ours and the libraries' (zenith/logs.py). ZENITH_LOG_FORMAT
-# is `json` (one object per line; the default when DEBUG is off) or `plain` (readable; the
-# default in DEBUG). Lines carry request_id, task_id, task_name, organization and ticket_id
-# where they apply; django-structlog sends the request's fields on to the tasks it enqueues.
-# https://django-structlog.readthedocs.io/en/latest/celery.html
 # Outgoing mail (alert e-mails), e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587;
 # the development default prints mail to the worker's console.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
@@ -322,3 +326,20 @@ vars().update(
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="zenith@localhost")
 # Seconds before an SMTP connection or command gives up (Django's default waits forever).
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+FLOWER_BASIC_AUTH = env.str("FLOWER_BASIC_AUTH", default="")
+
+# ------------------------------------------------------------------------------
+# Logging
+# ------------------------------------------------------------------------------
+# structlog renders every line, ours and the libraries' (zenith/logs.py). ZENITH_LOG_FORMAT
+# is `json` (one object per line; the default when DEBUG is off) or `plain` (readable; the
+# default in DEBUG). Lines carry request_id, task_id, task_name, organization and ticket_id
+# where they apply; django-structlog sends the request's fields on to the tasks it enqueues.
+# https://django-structlog.readthedocs.io/en/latest/celery.html
+LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("ZENITH_LOG_FORMAT", default="plain" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"ZENITH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+structlog_configure()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+DJANGO_STRUCTLOG_CELERY_ENABLED = True

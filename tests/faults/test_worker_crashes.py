@@ -33,8 +33,14 @@ def worker_lost(record: TaskRecord) -> int:
 
 
 def queue_lengths() -> int:
+    """Messages waiting in every queue, at every priority (kombu: one list per step)."""
     client = redis.Redis.from_url(redis_url())
-    return sum(client.llen(queue) for queue in ("default", "ml_tasks", "sync_tasks"))
+    keys = [
+        queue if step == 0 else f"{queue}\x06\x16{step}"
+        for queue in ("default", "ml_tasks", "sync_tasks")
+        for step in (0, 3, 6, 9)
+    ]
+    return sum(client.llen(key) for key in keys)
 
 
 def assert_one_prediction_per_ticket(trained, ids: list[int]) -> None:
