@@ -3,9 +3,9 @@
     python -m bench.bench_ledger            # prints a table and the rows as JSON
     ZENITH_BENCH_TASKS=3000 ZENITH_BENCH_ROUNDS=5 python -m bench.bench_ledger
 
-Each round starts a real worker (prefork, 2 processes, on a queue of the bench's own)
-with ZENITH_TASK_LEDGER=1 or 0, then a publisher process sends N no-op tasks
-(`taskops.tasks.noop`) and waits until the result backend holds all N results. Rounds
+Each round starts a real worker (bench.common.worker: prefork, 2 processes, on a queue of
+the bench's own) with ZENITH_TASK_LEDGER=1 or 0, then a publisher process sends N no-op
+tasks (`taskops.tasks.noop`) and waits until the result backend holds all N results. Rounds
 alternate ledger on/off so drift on the machine hits both; the best round of each counts.
 Everything runs against a throwaway database next to the configured one (PostgreSQL when
 DATABASE_URL says so, else SQLite) and the Redis at ZENITH_BENCH_REDIS_URL, CELERY_BROKER_URL
@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, production_env, worker
+
 TASK = "taskops.tasks.noop"
-READY_TIMEOUT = 90.0
 DRAIN_TIMEOUT = 600.0
 
 
@@ -91,51 +89,6 @@ class BenchDatabase:
             import shutil
 
             shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _start_worker(env: dict[str, str], log: Path, queue: str) -> subprocess.Popen[bytes]:
-    """A worker as scripts/start_celery_worker.py starts one, on the bench's own queue."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "zenith",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--queues",
-        queue,
-        "--hostname",
-        f"bench-{uuid.uuid4().hex[:6]}@localhost",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "2",
-    ]
-    handle = log.open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if " ready." in log.read_text(errors="replace"):
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(
-        f"the bench worker did not start:\n{log.read_text(errors='replace')[-3000:]}"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _publish_round(env: dict[str, str], tasks: int, queue: str) -> dict[str, float]:
@@ -200,13 +153,8 @@ def run() -> list[dict[str, Any]]:
     database = BenchDatabase()
     base_env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "zenith.settings",
         # Production settings: no debug cursor recording every query.
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or f"bench-{uuid.uuid4().hex}" * 2,
-        "DJANGO_ALLOWED_HOSTS": "localhost",
-        "ZENITH_FIELD_KEYS": os.environ.get("ZENITH_FIELD_KEYS")
-        or "FEFBsUTHbMNthMXUMuBqd2-iCF3LXnz75CXgW5XDQR0=",
+        **production_env(),
         "DATABASE_URL": database.url,
         "CELERY_BROKER_URL": redis_url,
         "REDIS_URL": redis_url,
@@ -222,11 +170,13 @@ def run() -> list[dict[str, Any]]:
                 for mode in ("off", "on") if number % 2 == 0 else ("on", "off"):
                     env = {**base_env, "ZENITH_TASK_LEDGER": "1" if mode == "on" else "0"}
                     _flush_queue(redis_url, queue)
-                    worker = _start_worker(env, Path(logs) / f"worker-{number}-{mode}.log", queue)
-                    try:
+                    with worker(
+                        log=Path(logs) / f"worker-{number}-{mode}.log",
+                        env=env,
+                        queues=[queue],
+                        concurrency=2,
+                    ):
                         results[mode].append(_publish_round(env, tasks, queue))
-                    finally:
-                        _stop(worker)
     finally:
         _flush_queue(redis_url, queue)
         database.drop()

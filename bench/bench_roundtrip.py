@@ -16,8 +16,6 @@ on its own connection and LPUSHed back, BRPOPed by the sender. p50 and p99 of bo
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,11 +23,9 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
-from bench.common import ROOT, setup_django
+from bench.common import ROOT, database_url, setup_django, worker
 
-READY_TIMEOUT = 90.0
 RESULT_POLL = 0.002
 
 
@@ -99,55 +95,6 @@ def _bare_redis(url: str, count: int) -> list[float]:
     return timings
 
 
-def _database_url(database: str) -> str:
-    from django.db import connection
-
-    if database == "postgresql":
-        parsed = urlparse(os.environ["DATABASE_URL"])
-        return urlunparse(parsed._replace(path=f"/{connection.settings_dict['NAME']}"))
-    return os.environ["DATABASE_URL"]
-
-
-def _start_worker(tmp: Path, database: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": _database_url(database), "PYTHONPATH": str(ROOT)}
-    log = tmp / "worker.log"
-    command = [
-        sys.executable,
-        "scripts/start_celery_worker.py",
-        "worker",
-        "--worker-type",
-        "general",
-        "--concurrency",
-        "1",
-        "--hostname",
-        f"bench-roundtrip-{uuid.uuid4().hex[:6]}@localhost",
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if " ready." in log.read_text(errors="replace"):
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(
-        f"the bench worker did not start:\n{log.read_text(errors='replace')[-3000:]}"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _task_roundtrips(count: int) -> list[float]:
     """Milliseconds from apply_async to a SUCCESS result seen by the publisher."""
     from taskops.tasks import noop
@@ -179,11 +126,13 @@ def run() -> list[dict[str, Any]]:
 
         try:
             bare = _bare_redis(broker, count)
-            worker = _start_worker(tmp, database)
-            try:
+            with worker(
+                log=tmp / "worker.log",
+                env={"DATABASE_URL": database_url()},
+                worker_type="general",
+                name="bench-roundtrip",
+            ):
                 tasks = _task_roundtrips(count)
-            finally:
-                _stop(worker)
         finally:
             if database == "postgresql":
                 connection.close()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +51,103 @@ def setup_django(tmp: Path, *, name: str, keep_redis_broker: bool = False) -> st
         return "postgresql"
     call_command("migrate", verbosity=0)
     return "sqlite"
+
+
+# ------------------------------------------------------------------------------
+# Worker processes
+# ------------------------------------------------------------------------------
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+# The secrets a DEBUG-off process must have; the development values unless set.
+_DEVELOPMENT_SECRETS = {
+    "DJANGO_SECRET_KEY": "bench-" + "x" * 50,
+    "DJANGO_ALLOWED_HOSTS": "localhost",
+    "ZENITH_FIELD_KEYS": "FEFBsUTHbMNthMXUMuBqd2-iCF3LXnz75CXgW5XDQR0=",
+}
+
+
+def production_env() -> dict[str, str]:
+    """Variables that run a child process with DEBUG off, as production does."""
+    env = {"DJANGO_SETTINGS_MODULE": "zenith.settings", "DJANGO_DEBUG": "0"}
+    for name, default in _DEVELOPMENT_SECRETS.items():
+        env[name] = os.environ.get(name) or default
+    return env
+
+
+def database_url() -> str:
+    """The URL of the database this Django process uses (setup_django's throwaway one)."""
+    from urllib.parse import urlparse, urlunparse
+
+    from django.db import connection
+
+    configured = os.environ["DATABASE_URL"]
+    if connection.vendor == "postgresql":
+        path = f"/{connection.settings_dict['NAME']}"
+        return urlunparse(urlparse(configured)._replace(path=path))
+    return configured
+
+
+def worker_start(
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    worker_type: str = "general",
+    queues: Sequence[str] = (),
+    concurrency: int = 1,
+    name: str = "bench",
+) -> subprocess.Popen[bytes]:
+    """Start a Celery worker, wait until it is ready, return its process; output goes to `log`.
+
+    The worker runs as Docker runs one (scripts/start_celery_worker.py --worker-type), or
+    with `queues` the same `celery worker` command on those queues only (a bench's own).
+    `env` is laid over this process's environment.
+    """
+    hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
+    if queues:
+        command = [
+            *(sys.executable, "-m", "celery", "-A", "zenith", "worker", "--loglevel", "INFO"),
+            *("--queues", ",".join(queues), "--pool", "prefork"),
+        ]
+    else:
+        command = [
+            *(sys.executable, "scripts/start_celery_worker.py", "worker"),
+            *("--worker-type", worker_type),
+        ]
+    command += ["--hostname", hostname, "--concurrency", str(concurrency)]
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if " ready." in log.read_text(errors="replace"):
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    worker_stop(process)
+    tail = log.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"the bench worker did not start:\n{tail}")
+
+
+def worker_stop(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (SIGTERM); SIGKILL when it has not exited in STOP_TIMEOUT seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def worker(**options: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`worker_start(**options)` for the duration of a with block, stopped however it ends."""
+    process = worker_start(**options)
+    try:
+        yield process
+    finally:
+        worker_stop(process)
