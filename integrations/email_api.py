@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -20,9 +19,9 @@ from rest_framework.views import APIView
 from integrations import email_selectors, email_services
 from integrations.models import Mailbox, MailboxSecurity
 from taskops.services import triggered_by_label
-from tickets.models import Organization, Role
-from tickets.permissions import require_role
-from tickets.selectors import membership_has_role, organization_list_for_user
+from tickets.models import Role
+from tickets.permissions import organization_for_role, require_role_of_members
+from tickets.selectors import organization_list_for_user
 
 # ------------------------------------------------------------------------------
 # Serializers
@@ -168,16 +167,6 @@ _TASK_ENQUEUED = inline_serializer("EmailTaskEnqueued", {"task_id": serializers.
 # ------------------------------------------------------------------------------
 
 
-def _refuse_members_below_admin(request: Request, organization_id: Any) -> None:
-    """A member without the admin role gets 403; an outsider gets the serializer's 400."""
-    if isinstance(organization_id, str) and organization_id.isdigit():
-        organization_id = int(organization_id)
-    if isinstance(organization_id, int) and membership_has_role(
-        user=request.user, organization=organization_id, role=Role.VIEWER
-    ):
-        require_role(user=request.user, organization=organization_id, role=Role.ADMIN)
-
-
 class MailboxViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -195,7 +184,9 @@ class MailboxViewSet(
     @extend_schema(request=MailboxCreateInputSerializer, responses={201: MailboxOutputSerializer})
     def create(self, request: Request) -> Response:
         data = request.data if hasattr(request.data, "get") else {}
-        _refuse_members_below_admin(request, data.get("organization"))
+        require_role_of_members(
+            user=request.user, organization_id=data.get("organization"), role=Role.ADMIN
+        )
         serializer = MailboxCreateInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         mailbox = email_services.mailbox_create(**serializer.validated_data)
@@ -244,13 +235,11 @@ class EmailSyncTriggerView(APIView):
     def post(self, request: Request) -> Response:
         serializer = EmailSyncInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        organization_id = serializer.validated_data["organization_id"]
-        organization = Organization.objects.filter(pk=organization_id).first()
-        if organization is None or not membership_has_role(
-            user=request.user, organization=organization, role=Role.VIEWER
-        ):
-            raise Http404("no such organization")
-        require_role(user=request.user, organization=organization, role=Role.OPERATOR)
+        organization = organization_for_role(
+            user=request.user,
+            organization_id=serializer.validated_data["organization_id"],
+            role=Role.OPERATOR,
+        )
         task_id = email_services.email_sync_enqueue(
             organization=organization, triggered_by=triggered_by_label(request.user)
         )

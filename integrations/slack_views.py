@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import IntegrityError
 from django.db.models import QuerySet
-from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
@@ -26,19 +23,8 @@ from integrations.slack_serializers import (
 )
 from taskops.serializers import TaskEnqueuedOutputSerializer
 from taskops.services import task_enqueue, triggered_by_label
-from tickets.models import Organization, Role
-from tickets.permissions import require_role
-from tickets.selectors import membership_has_role
-
-
-def _refuse_members_below_admin(request: Request, organization_id: Any) -> None:
-    """A member without the admin role gets 403; an outsider gets the serializer's 400."""
-    if isinstance(organization_id, str) and organization_id.isdigit():
-        organization_id = int(organization_id)
-    if isinstance(organization_id, int) and membership_has_role(
-        user=request.user, organization=organization_id, role=Role.VIEWER
-    ):
-        require_role(user=request.user, organization=organization_id, role=Role.ADMIN)
+from tickets.models import Role
+from tickets.permissions import organization_for_role, require_role_of_members
 
 
 class SlackWorkspaceViewSet(
@@ -60,7 +46,9 @@ class SlackWorkspaceViewSet(
     )
     def create(self, request: Request) -> Response:
         data = request.data if hasattr(request.data, "get") else {}
-        _refuse_members_below_admin(request, data.get("organization"))
+        require_role_of_members(
+            user=request.user, organization_id=data.get("organization"), role=Role.ADMIN
+        )
         serializer = SlackWorkspaceCreateInputSerializer(
             data=request.data, context={"request": request}
         )
@@ -116,7 +104,9 @@ class SlackChannelViewSet(
         if isinstance(workspace_id, int):
             workspace = SlackWorkspace.objects.filter(pk=workspace_id).first()
             if workspace is not None:
-                _refuse_members_below_admin(request, workspace.organization_id)
+                require_role_of_members(
+                    user=request.user, organization_id=workspace.organization_id, role=Role.ADMIN
+                )
         serializer = SlackChannelCreateInputSerializer(
             data=request.data, context={"request": request}
         )
@@ -159,15 +149,11 @@ class SyncTriggerView(APIView):
     def post(self, request: Request) -> Response:
         serializer = SyncTriggerInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        organization_id = serializer.validated_data["organization_id"]
-        if not membership_has_role(
-            user=request.user, organization=organization_id, role=Role.VIEWER
-        ):
-            raise Http404("no such organization")
-        organization = Organization.objects.filter(pk=organization_id).first()
-        if organization is None:
-            raise Http404("no such organization")
-        require_role(user=request.user, organization=organization, role=Role.OPERATOR)
+        organization = organization_for_role(
+            user=request.user,
+            organization_id=serializer.validated_data["organization_id"],
+            role=Role.OPERATOR,
+        )
         task_id = task_enqueue(
             name=self.task_name,
             kwargs={"organization_id": organization.pk},

@@ -1,23 +1,45 @@
-"""Organization-wide syncs by source, behind the shared sync tasks.
+"""Organization-wide syncs by source, behind the shared sync tasks and `manage.py sync_*`.
 
-Each entry names a service ``(*, organization, on_progress=None) -> dict`` that syncs every
-configured account of that source for one organization and returns a JSON summary; it
-raises ``taskops.base.TransientError`` when a retry later may succeed.
+Each entry names, as dotted paths imported on use:
+- ``service`` ``(*, organization, on_progress=None) -> dict``: syncs every configured account
+  of that source for one organization and returns a JSON summary; it raises
+  ``taskops.base.TransientError`` when a retry later may succeed;
+- ``organizations`` ``() -> QuerySet[Organization]``: the organizations with something to sync;
+- ``enqueue`` ``(*, organization, triggered_by) -> str``: enqueues a sync of one organization
+  (after commit) and returns the task id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from taskops.base import TransientError
 from tickets.models import Organization
 
-SYNC_SOURCES: dict[str, str] = {
-    "slack": "integrations.slack_services.slack_sync_organization_summary",
-    "email": "integrations.email_services.email_sync_organization_summary",
+
+@dataclass(frozen=True)
+class SyncSource:
+    service: str
+    organizations: str
+    enqueue: str
+
+
+SYNC_SOURCES: dict[str, SyncSource] = {
+    "slack": SyncSource(
+        service="integrations.slack_services.slack_sync_organization_summary",
+        organizations="integrations.slack_selectors.slack_organizations_to_sync",
+        enqueue="integrations.slack_services.slack_sync_enqueue",
+    ),
+    "email": SyncSource(
+        service="integrations.email_services.email_sync_organization_summary",
+        organizations="integrations.email_selectors.organizations_with_mailboxes",
+        enqueue="integrations.email_services.email_sync_enqueue",
+    ),
 }
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -27,15 +49,31 @@ class UnknownSyncSource(ValueError):
     """A sync was asked for a source no integration provides."""
 
 
-def sync_source_service(source: str) -> Callable[..., dict[str, Any]]:
-    """The sync service of ``source``."""
+def sync_source_get(source: str) -> SyncSource:
+    """The registry entry of ``source``."""
     try:
-        path = SYNC_SOURCES[source]
+        return SYNC_SOURCES[source]
     except KeyError:
         known = ", ".join(sorted(SYNC_SOURCES))
         raise UnknownSyncSource(f"unknown sync source {source!r} (known: {known})") from None
-    service: Callable[..., dict[str, Any]] = import_string(path)
+
+
+def sync_source_service(source: str) -> Callable[..., dict[str, Any]]:
+    """The sync service of ``source``."""
+    service: Callable[..., dict[str, Any]] = import_string(sync_source_get(source).service)
     return service
+
+
+def sync_source_organizations(source: str) -> QuerySet[Organization]:
+    """The organizations with something of ``source`` to sync, by slug."""
+    organizations: QuerySet[Organization] = import_string(sync_source_get(source).organizations)()
+    return organizations.order_by("slug")
+
+
+def sync_source_enqueue(*, source: str, organization: Organization, triggered_by: str) -> str:
+    """Enqueue a sync of ``source`` for one organization (after commit); returns the task id."""
+    enqueue: Callable[..., str] = import_string(sync_source_get(source).enqueue)
+    return enqueue(organization=organization, triggered_by=triggered_by)
 
 
 def organization_sync(

@@ -8,7 +8,7 @@ import structlog
 
 from mlmodels import selectors, services
 from mlmodels.models import Target
-from tickets.models import LabelSource, Ticket
+from tickets.models import LabelSource, Organization, Ticket
 
 logger = structlog.get_logger(__name__)
 
@@ -31,6 +31,14 @@ def classify_new_tickets(
             count=len(ticket_ids),
             ticket_ids=list(ticket_ids[:20]),
         )
+
+
+def forget_reused_organization_id(
+    sender: Any, *, instance: Organization, created: bool, **kwargs: Any
+) -> None:
+    """A new organization may reuse an id (a re-created database): forget the cached answer."""
+    if created:
+        selectors.organization_has_active_model_forget(organization_id=instance.pk)
 
 
 def ticket_prediction_fields(ticket: Ticket) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet
 
 from mlmodels.models import ModelStatus, ModelVersion, Prediction, Target
@@ -53,10 +55,39 @@ def model_versions_active(*, organization: Organization | int) -> dict[str, Mode
     return {version.target: version for version in versions}
 
 
+# Asked once per new ticket. Only "yes" is cached: an organization never loses its last
+# serving version (a roll back activates another), while a first promotion in another
+# process must be seen at once even without a shared cache (REDIS_URL unset: locmem).
+ACTIVE_MODEL_CACHE_SECONDS = 30
+
+
+def _active_model_key(organization_id: int) -> str:
+    return f"mlmodels:has-active-model:{organization_id}"
+
+
 def organization_has_active_model(*, organization_id: int) -> bool:
-    return ModelVersion.objects.filter(
+    """Whether any target of the organization has a serving version (cached briefly)."""
+    key = _active_model_key(organization_id)
+    cached = cache.get(key)
+    if cached is not None:
+        return bool(cached)
+    active = ModelVersion.objects.filter(
         organization_id=organization_id, status=ModelStatus.ACTIVE
     ).exists()
+    if active:
+        cache.set(key, active, timeout=ACTIVE_MODEL_CACHE_SECONDS)
+    return active
+
+
+def organization_has_active_model_forget(*, organization_id: int) -> None:
+    """Drop the cached answer now and again after the current transaction commits.
+
+    The second drop removes an answer another request cached from the rows as they were
+    before the commit.
+    """
+    key = _active_model_key(organization_id)
+    cache.delete(key)
+    transaction.on_commit(lambda: cache.delete(key))
 
 
 def model_version_previous(*, version: ModelVersion) -> ModelVersion | None:

@@ -235,7 +235,8 @@ def _gate(
             else:
                 candidate.status = ModelStatus.REJECTED
             candidate.save(update_fields=["status", "comparison", "activated_at", "activated_by"])
-            return candidate
+        selectors.organization_has_active_model_forget(organization_id=candidate.organization_id)
+        return candidate
     raise ModelStateError("the active model kept changing during the promotion check")
 
 
@@ -435,6 +436,7 @@ def model_activate(*, version: ModelVersion, activated_by: str = "") -> ModelVer
         version.activated_at = timezone.now()
         version.activated_by = activated_by
         version.save(update_fields=["status", "activated_at", "activated_by"])
+    selectors.organization_has_active_model_forget(organization_id=version.organization_id)
     return version
 
 

@@ -26,8 +26,8 @@ from taskops.models import (
     AlertRuleKind,
 )
 from tickets.models import Role
-from tickets.permissions import OrganizationRolePermission, require_role
-from tickets.selectors import membership_has_role, organization_list_for_user
+from tickets.permissions import OrganizationRolePermission, require_role_of_members
+from tickets.selectors import organization_list_for_user
 
 # ------------------------------------------------------------------------------
 # Serializers
@@ -245,14 +245,9 @@ class AlertRuleViewSet(
     )
     def create(self, request: Request) -> Response:
         data = request.data if hasattr(request.data, "get") else {}
-        organization_id = data.get("organization")
-        if isinstance(organization_id, str) and organization_id.isdigit():
-            organization_id = int(organization_id)
-        # A member below admin is refused (403); an outsider gets the serializer's 400.
-        if isinstance(organization_id, int) and membership_has_role(
-            user=request.user, organization=organization_id, role=Role.VIEWER
-        ):
-            require_role(user=request.user, organization=organization_id, role=Role.ADMIN)
+        require_role_of_members(
+            user=request.user, organization_id=data.get("organization"), role=Role.ADMIN
+        )
         serializer = AlertRuleCreateInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         try:

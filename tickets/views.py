@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from tickets import selectors, services
 from tickets.models import Organization, Role, Source, Ticket
-from tickets.permissions import OrganizationRolePermission, require_role
+from tickets.permissions import OrganizationRolePermission, require_role_of_members
 from tickets.serializers import (
     OrganizationOutputSerializer,
     TicketCreateInputSerializer,
@@ -73,14 +73,12 @@ class TicketViewSet(
     @extend_schema(request=TicketCreateInputSerializer, responses={201: TicketOutputSerializer})
     def create(self, request: Request) -> Response:
         data = request.data
-        org_id = data.get("organization") if hasattr(data, "get") else None
         # A viewer of the organization is refused (403); an outsider sees "does not exist".
-        if isinstance(org_id, int) or (isinstance(org_id, str) and org_id.isdigit()):
-            org_id = int(org_id)
-            if selectors.membership_has_role(
-                user=request.user, organization=org_id, role=Role.VIEWER
-            ):
-                require_role(user=request.user, organization=org_id, role=Role.OPERATOR)
+        require_role_of_members(
+            user=request.user,
+            organization_id=data.get("organization") if hasattr(data, "get") else None,
+            role=Role.OPERATOR,
+        )
         serializer = TicketCreateInputSerializer(data=data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         ticket, created = services.ticket_create(source=Source.API, **serializer.validated_data)

@@ -2,66 +2,26 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
 from integrations import email_selectors, email_services
+from integrations.management.sync_command import SyncCommand
 from tickets.models import Organization
 
-# Foreground progress lines are printed at most this often (plus the last one).
-PROGRESS_INTERVAL = 1.0
 
-
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = (
         "Turn new mail of enabled IMAP mailboxes into tickets (every organization, or --org SLUG)."
     )
+    source = "email"
+    every_organization = "every one with a mailbox"
+    nothing_to_sync = "No organization has an enabled mailbox."
+    failed_unit = "mailbox(es)"
+    progress_interval = 1.0
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--org", help="organization slug (default: every one with a mailbox)")
-        parser.add_argument(
-            "--async",
-            dest="run_async",
-            action="store_true",
-            help="enqueue the sync task(s) and print the task id(s) instead of waiting",
-        )
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"no organization with slug {options['org']!r}")
-            organizations = [organization]
-        else:
-            organizations = list(email_selectors.organizations_with_mailboxes())
-            if not organizations:
-                self.stdout.write("No organization has an enabled mailbox.")
-                return
-        failed = 0
-        for organization in organizations:
-            if options["run_async"]:
-                task_id = email_services.email_sync_enqueue(organization=organization)
-                self.stdout.write(task_id if options["org"] else f"{organization.slug} {task_id}")
-            else:
-                failed += self._sync(organization)
-        if failed:
-            raise CommandError(f"{failed} mailbox(es) could not be synced (see above)")
-
-    def _sync(self, organization: Organization) -> int:
+    def sync_organization(self, organization: Organization) -> int:
         """Poll the organization's mailboxes; returns how many failed."""
         mailboxes = list(email_selectors.mailbox_list(organization=organization, enabled=True))
         self.stdout.write(f"Syncing e-mail for {organization.slug}: {len(mailboxes)} mailbox(es)")
-        last_print = 0.0
-
-        def progress(done: int, total: int, message: str) -> None:
-            nonlocal last_print
-            now = time.monotonic()
-            if done == total or now - last_print >= PROGRESS_INTERVAL:
-                last_print = now
-                self.stdout.write(f"  [{done}/{total}] {message}")
-
+        progress = self.progress_printer()
         failed = 0
         for mailbox in mailboxes:
             report = email_services.mailbox_poll(mailbox=mailbox, on_progress=progress)

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
-from integrations import slack_selectors, slack_services
+from integrations import slack_services
+from integrations.management.sync_command import SyncCommand
 from tickets.models import Organization
 
 
-class Command(BaseCommand):
+class Command(SyncCommand):
     help = "Sync Slack channel history into tickets (every organization, or --org SLUG)."
+    source = "slack"
+    every_organization = "every one with Slack"
+    nothing_to_sync = "No organization has an enabled Slack workspace and channel."
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--org", help="organization slug (default: every one with Slack)")
-        parser.add_argument(
-            "--async",
-            dest="run_async",
-            action="store_true",
-            help="enqueue the sync task(s) and print the task id(s) instead of waiting",
-        )
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        if options["org"]:
-            organization = Organization.objects.filter(slug=options["org"]).first()
-            if organization is None:
-                raise CommandError(f"no organization with slug {options['org']!r}")
-            organizations = [organization]
-        else:
-            organizations = list(slack_selectors.slack_organizations_to_sync().order_by("slug"))
-            if not organizations:
-                self.stdout.write("No organization has an enabled Slack workspace and channel.")
-                return
-        for organization in organizations:
-            if options["run_async"]:
-                task_id = slack_services.slack_sync_enqueue(
-                    organization=organization, triggered_by="system"
-                )
-                self.stdout.write(task_id if options["org"] else f"{organization.slug} {task_id}")
-            else:
-                self._sync(organization)
-
-    def _sync(self, organization: Organization) -> None:
+    def sync_organization(self, organization: Organization) -> int:
+        """Sync the organization's channels; errors are printed as warnings, not failures."""
         self.stdout.write(f"Syncing Slack for {organization.slug}")
-
-        def progress(done: int, total: int, message: str) -> None:
-            self.stdout.write(f"  [{done}/{total}] {message}")
-
         report = slack_services.slack_sync_organization(
-            organization=organization, on_progress=progress
+            organization=organization, on_progress=self.progress_printer()
         )
         counts = report.as_dict()
         self.stdout.write(
@@ -63,3 +31,4 @@ class Command(BaseCommand):
         for error in report.errors:
             where = error.get("workspace") or error.get("channel")
             self.stderr.write(self.style.WARNING(f"  error in {where}: {error['error']}"))
+        return 0
