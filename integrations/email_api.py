@@ -21,18 +21,11 @@ from integrations.models import Mailbox, MailboxSecurity
 from taskops.services import triggered_by_label
 from tickets.models import Role
 from tickets.permissions import organization_for_role, require_role_of_members
-from tickets.selectors import organization_list_for_user
+from tickets.serializers import OrganizationWithRoleField
 
 # ------------------------------------------------------------------------------
 # Serializers
 # ------------------------------------------------------------------------------
-
-
-class _AdminOrganizationField(serializers.PrimaryKeyRelatedField):
-    """An organization the caller administers; anything else "does not exist"."""
-
-    def get_queryset(self) -> Any:
-        return organization_list_for_user(user=self.context["request"].user, min_role=Role.ADMIN)
 
 
 class _StrictSerializer(serializers.Serializer):
@@ -114,7 +107,7 @@ class _MailboxFields(_StrictSerializer):
 
 
 class MailboxCreateInputSerializer(_MailboxFields):
-    organization = _AdminOrganizationField()
+    organization = OrganizationWithRoleField(min_role=Role.ADMIN)
     name = serializers.CharField(max_length=200)
     host = serializers.CharField(max_length=255)
     port = serializers.IntegerField(min_value=1, max_value=65535, default=993)

@@ -12,26 +12,21 @@ from rest_framework import serializers
 from integrations import slack_selectors
 from integrations.models import SlackChannel, SlackWorkspace
 from tickets.models import Role
-from tickets.selectors import organization_list_for_user
+from tickets.serializers import OrganizationWithRoleField
 
 _SLACK_ID = RegexValidator(r"^[A-Z0-9]{2,32}$", "a Slack id: upper-case letters and digits")
 _TOKEN = RegexValidator(r"^xox[a-z]-[A-Za-z0-9-]+$", "a Slack token (xoxb-…)")
 
 
 @extend_schema_field(OpenApiTypes.INT)
-class _AdminOrganizationField(serializers.PrimaryKeyRelatedField):
-    """An organization the caller administers; anything else is 'does not exist'."""
+class AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
+    """A workspace of an organization the caller administers (its token is not loaded)."""
 
     def get_queryset(self) -> Any:
-        return organization_list_for_user(user=self.context["request"].user, min_role=Role.ADMIN)
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class _AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
-    """A workspace of an organization the caller administers."""
-
-    def get_queryset(self) -> Any:
-        return slack_selectors.slack_workspace_list_for_user(user=self.context["request"].user)
+        workspaces = slack_selectors.slack_workspace_list_for_user(
+            user=self.context["request"].user
+        )
+        return workspaces.defer("bot_token")
 
 
 class _NoUnknownFields(serializers.Serializer):
@@ -73,7 +68,7 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
 
 
 class SlackWorkspaceCreateInputSerializer(serializers.Serializer):
-    organization = _AdminOrganizationField()
+    organization = OrganizationWithRoleField(min_role=Role.ADMIN)
     team_id = serializers.CharField(max_length=32, validators=[_SLACK_ID])
     name = serializers.CharField(max_length=200, allow_blank=True, default="")
     bot_token = serializers.CharField(
@@ -125,7 +120,7 @@ class SlackChannelOutputSerializer(serializers.ModelSerializer):
 
 
 class SlackChannelCreateInputSerializer(serializers.Serializer):
-    workspace = _AdminWorkspaceField()
+    workspace = AdminWorkspaceField()
     channel_id = serializers.CharField(max_length=32, validators=[_SLACK_ID])
     name = serializers.CharField(max_length=200, allow_blank=True, default="")
     enabled = serializers.BooleanField(default=True)

@@ -31,19 +31,7 @@ class AlertRuleForm(forms.ModelForm):
 
     class Meta:
         model = AlertRule
-        fields = [
-            "organization",
-            "name",
-            "enabled",
-            "kind",
-            "task_pattern",
-            "integration",
-            "threshold",
-            "window_minutes",
-            "slack_workspace",
-            "slack_channel",
-            "email_recipients",
-        ]
+        fields = ["organization", *alerts.RULE_FIELDS]
         help_texts = {"email_recipients": 'a JSON list, e.g. ["ops@example.com"]'}
 
     def clean(self) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from typing import Any
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integrations.slack_serializers import AdminWorkspaceField
 from taskops import alerts
 from taskops.models import (
     AlertDelivery,
@@ -27,32 +27,11 @@ from taskops.models import (
 )
 from tickets.models import Role
 from tickets.permissions import OrganizationRolePermission, require_role_of_members
-from tickets.selectors import organization_list_for_user
+from tickets.serializers import OrganizationWithRoleField
 
 # ------------------------------------------------------------------------------
 # Serializers
 # ------------------------------------------------------------------------------
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class _AdminOrganizationField(serializers.PrimaryKeyRelatedField):
-    """An organization the caller administers; anything else "does not exist"."""
-
-    def get_queryset(self) -> Any:
-        return organization_list_for_user(user=self.context["request"].user, min_role=Role.ADMIN)
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class _AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
-    """A Slack workspace of an organization the caller administers (token not loaded)."""
-
-    def get_queryset(self) -> Any:
-        from integrations.models import SlackWorkspace
-
-        organizations = organization_list_for_user(
-            user=self.context["request"].user, min_role=Role.ADMIN
-        )
-        return SlackWorkspace.objects.filter(organization__in=organizations).defer("bot_token")
 
 
 class _NoUnknownFields(serializers.Serializer):
@@ -123,16 +102,7 @@ class AlertRuleOutputSerializer(serializers.ModelSerializer):
             "id",
             "organization",
             "organization_slug",
-            "name",
-            "kind",
-            "task_pattern",
-            "integration",
-            "threshold",
-            "window_minutes",
-            "slack_workspace",
-            "slack_channel",
-            "email_recipients",
-            "enabled",
+            *alerts.RULE_FIELDS,
             "open_incident",
             "last_evaluated_at",
             "created_at",
@@ -150,7 +120,7 @@ def _recipients_field(**kwargs: Any) -> serializers.ListField:
 
 
 class AlertRuleCreateInputSerializer(_NoUnknownFields):
-    organization = _AdminOrganizationField()
+    organization = OrganizationWithRoleField(min_role=Role.ADMIN)
     name = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=AlertRuleKind.values)
     task_pattern = serializers.CharField(
@@ -163,7 +133,7 @@ class AlertRuleCreateInputSerializer(_NoUnknownFields):
     window_minutes = serializers.IntegerField(
         min_value=1, max_value=alerts.MAX_WINDOW_MINUTES, default=15
     )
-    slack_workspace = _AdminWorkspaceField(allow_null=True, default=None)
+    slack_workspace = AdminWorkspaceField(allow_null=True, default=None)
     slack_channel = serializers.CharField(max_length=80, allow_blank=True, default="")
     email_recipients = _recipients_field(default=list)
     enabled = serializers.BooleanField(default=True)
@@ -180,7 +150,7 @@ class AlertRuleUpdateInputSerializer(_NoUnknownFields):
     window_minutes = serializers.IntegerField(
         min_value=1, max_value=alerts.MAX_WINDOW_MINUTES, required=False
     )
-    slack_workspace = _AdminWorkspaceField(allow_null=True, required=False)
+    slack_workspace = AdminWorkspaceField(allow_null=True, required=False)
     slack_channel = serializers.CharField(max_length=80, allow_blank=True, required=False)
     email_recipients = _recipients_field(required=False)
     enabled = serializers.BooleanField(required=False)

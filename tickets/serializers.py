@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tickets.models import Organization, Role, Status, Ticket, TicketMessage
@@ -77,16 +79,24 @@ class TicketDetailOutputSerializer(TicketOutputSerializer):
         fields = [*TicketOutputSerializer.Meta.fields, "messages"]
 
 
-class _CallerOrganizationField(serializers.PrimaryKeyRelatedField):
-    """An organization id the caller may write to; anything else is 'does not exist'."""
+@extend_schema_field(OpenApiTypes.INT)
+class OrganizationWithRoleField(serializers.PrimaryKeyRelatedField):
+    """An organization id in which the caller holds `min_role`; any other is 'does not exist'.
+
+    So an input never tells an outsider whether another organization's id exists.
+    """
+
+    def __init__(self, *, min_role: Role = Role.OPERATOR, **kwargs: Any) -> None:
+        self.min_role = min_role
+        super().__init__(**kwargs)
 
     def get_queryset(self) -> Any:
         request = self.context["request"]
-        return organization_list_for_user(user=request.user, min_role=Role.OPERATOR)
+        return organization_list_for_user(user=request.user, min_role=self.min_role)
 
 
 class TicketCreateInputSerializer(serializers.Serializer):
-    organization = _CallerOrganizationField()
+    organization = OrganizationWithRoleField()
     subject = serializers.CharField(max_length=500, allow_blank=True, default="")
     body = serializers.CharField(allow_blank=True, default="", max_length=100_000)
     requester = serializers.CharField(max_length=255, allow_blank=True, default="")

@@ -226,7 +226,8 @@ def test_a_failing_slack_delivery_is_recorded_and_retried_until_it_is_sent(
     assert "HTTP 500" in slack.error
     assert len(slack_api.posted) == 1
     assert slack_api.call_count("chat.postMessage") == 3
-    record = TaskRecord.objects.get(name=DELIVER, kwargs={"delivery_id": slack.pk})
+    task_id = TaskRecord.objects.get(name=DELIVER, kwargs={"delivery_id": slack.pk}).task_id
+    record = wait_for_state(task_id, TaskState.SUCCESS, TaskState.FAILURE)
     assert (record.state, record.retries, len(record.attempts)) == ("SUCCESS", 2, 2)
     # The e-mail of the same incident did not wait for Slack.
     email = AlertDelivery.objects.get(channel="email")
@@ -262,7 +263,10 @@ def test_an_unreachable_slack_fails_its_delivery_not_the_evaluation_of_other_rul
     )
     assert "network_error" in slack.error
     assert slack.sent_at is None
-    record = TaskRecord.objects.get(name=DELIVER, kwargs={"delivery_id": slack.pk})
+    # The delivery row says "failed" from inside the last attempt; the ledger's FAILURE
+    # is written just after it.
+    task_id = TaskRecord.objects.get(name=DELIVER, kwargs={"delivery_id": slack.pk}).task_id
+    record = wait_for_state(task_id, TaskState.FAILURE, TaskState.SUCCESS)
     assert (record.state, record.retries) == ("FAILURE", 3)
     assert AlertDelivery.objects.get(incident__rule=mail_rule).state == "sent"
     assert [m.subject for m in mailoutbox] == ["[Zenith] FIRING: To e-mail (Acme)"]
