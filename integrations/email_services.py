@@ -9,9 +9,10 @@ Crash safety: the cursor is the ledger (the highest UID with a row), so it moves
 each message's own transaction, and a poll killed at any point leaves every committed
 message behind it and every other one ahead of it. A committed message whose flag did
 not reach the server (``flagged_at`` is empty) is flagged at the start of the next poll.
-The ledger's unique keys (mailbox, UIDVALIDITY, UID and, per organization, the
-Message-ID) keep a retried or overlapping poll, a new UIDVALIDITY or a second mailbox
-from creating anything twice.
+The per-message commits are asynchronous (integrations.transactions); a batch is flagged
+only after a synchronous commit has made them durable. The ledger's unique keys
+(mailbox, UIDVALIDITY, UID and, per organization, the Message-ID) keep a retried or
+overlapping poll, a new UIDVALIDITY or a second mailbox from creating anything twice.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from django.conf import settings
@@ -50,6 +51,7 @@ from integrations.models import (
     InboundEmailState,
     Mailbox,
 )
+from integrations.transactions import atomic_async_commit
 from taskops.base import TransientError
 from taskops.services import task_enqueue
 from tickets.models import Organization, Source, Ticket
@@ -375,9 +377,9 @@ def _duplicate(
 def _ingest_parsed(*, row: InboundEmail, parsed: ParsedEmail, look_up: bool) -> InboundEmail:
     """Decide what the mail becomes, create it and save the ledger row (inside a transaction).
 
-    Mail that names no thread skips the ledger look-up when ``look_up`` is false: the
-    ticket's own unique Message-ID finds an earlier copy, and the ledger's unique key
-    catches the rest (the caller then retries with the look-up).
+    Without ``look_up`` nothing is read to find an earlier copy: the unique keys of the
+    ticket (the Message-ID) and of the ledger refuse one, and the caller rolls back and
+    retries with the look-up. Mail that names a thread is looked up either way.
     """
     if parsed.is_auto:
         row.state = InboundEmailState.BOUNCE if parsed.is_bounce else InboundEmailState.AUTO_REPLY
@@ -396,6 +398,7 @@ def _ingest_parsed(*, row: InboundEmail, parsed: ParsedEmail, look_up: bool) -> 
     if earlier is not None:
         return _duplicate(row=row, earlier=earlier, ticket_id=earlier["ticket_id"])
     requester = _requester(parsed)
+    if_exists: Literal["return", "raise"] = "return" if look_up else "raise"
     ticket = _thread_ticket(organization_id=organization_id, parsed=parsed, known=known)
     if ticket is not None:
         message, created = ticket_message_create(
@@ -404,6 +407,7 @@ def _ingest_parsed(*, row: InboundEmail, parsed: ParsedEmail, look_up: bool) -> 
             external_id=row.message_key,
             author=requester,
             body=parsed.body_text,
+            if_exists=if_exists,
         )
         if not created:
             return _duplicate(row=row, earlier=None, ticket_id=ticket.pk)
@@ -416,6 +420,7 @@ def _ingest_parsed(*, row: InboundEmail, parsed: ParsedEmail, look_up: bool) -> 
             subject=parsed.subject[:500],
             body=parsed.body_text,
             requester=requester,
+            if_exists=if_exists,
         )
         if not created:
             return _duplicate(row=row, earlier=None, ticket_id=ticket.pk)
@@ -498,10 +503,12 @@ def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) ->
             reason=f"unparseable: {exc.reason}",
         )
     reason = ""
-    # A second attempt only follows a lost race on the Message-ID: it then sees the winner.
+    # A second attempt follows a Message-ID seen before (or a race lost on it): it looks
+    # the earlier copy up. Lost in a database crash, the row goes with the cursor (it is
+    # the ledger) and the mail, not yet flagged, is fetched again: see _poll.
     for attempt in range(2):
         try:
-            with transaction.atomic():
+            with atomic_async_commit():
                 row = _new_row(
                     mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, parsed=parsed
                 )
@@ -516,7 +523,9 @@ def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) ->
                 raise MailboxLeaseLost(
                     f"mailbox {mailbox.pk}: UID {uid} was ingested by another poll"
                 ) from exc
-            logger.warning(
+            # The first attempt does not look for an earlier copy: a conflict is expected.
+            log = logger.info if attempt == 0 else logger.warning
+            log(
                 "email_store_conflict",
                 mailbox_id=mailbox.pk,
                 uid=uid,
@@ -645,7 +654,8 @@ def _poll(
         last_uid = _cursor_start(
             mailbox=mailbox, owner=owner, uidvalidity=uidvalidity, report=report
         )
-        # Committed by an earlier poll that died before it could flag them.
+        # Committed by an earlier poll that died before it could flag them (and durable:
+        # _cursor_start's synchronous commit flushed the WAL past their commits).
         pending = email_selectors.inbound_email_unflagged_uids(
             mailbox=mailbox, uidvalidity=uidvalidity
         )
@@ -681,9 +691,11 @@ def _poll(
                 done += 1
                 if on_progress is not None:
                     on_progress(done, total, f"{mailbox.name}: {done}/{total} message(s)")
-            # Only now, with every row of the batch committed, does the server hear of it.
-            _flag(imap=imap, mailbox=mailbox, uidvalidity=uidvalidity, uids=to_flag, report=report)
+            # A synchronous commit: it makes the batch's asynchronous ones durable too (the
+            # WAL is flushed in order). Only then, every row of the batch committed for
+            # good, does the server hear of it.
             _lease_renew(mailbox=mailbox, owner=owner, last_uid=last_uid)
+            _flag(imap=imap, mailbox=mailbox, uidvalidity=uidvalidity, uids=to_flag, report=report)
 
 
 def _record_outcome(*, mailbox: Mailbox, report: MailboxSyncReport) -> None:

@@ -43,6 +43,7 @@ from integrations.models import (
     SlackUserProfile,
     SlackWorkspace,
 )
+from integrations.transactions import atomic_async_commit
 from taskops.base import TransientError
 from taskops.services import task_enqueue
 from tickets.models import Organization, Source, TicketMessage
@@ -215,6 +216,9 @@ def _channel_record_error(*, channel: SlackChannel, error: str) -> None:
 # ------------------------------------------------------------------------------
 
 
+_PROFILE_FIELDS = ("name", "real_name", "email", "is_bot", "found", "fetched_at")
+
+
 class RequesterResolver:
     """Turns Slack user ids into requester text, one ``users.info`` call per user per day.
 
@@ -235,34 +239,70 @@ class RequesterResolver:
         missing = wanted - set(self._known)
         if missing:
             fresh_since = timezone.now() - USER_CACHE_TTL
-            for profile in SlackUserProfile.objects.filter(
-                team_id=self.workspace.team_id, user_id__in=missing, fetched_at__gte=fresh_since
-            ):
-                self._known[profile.user_id] = profile.display
-            for uid in sorted(missing - set(self._known)):
-                self._known[uid] = self._fetch(uid)
+            stored = {
+                profile.user_id: profile
+                for profile in SlackUserProfile.objects.filter(
+                    team_id=self.workspace.team_id, user_id__in=missing
+                )
+            }
+            for uid, profile in stored.items():
+                if profile.fetched_at >= fresh_since:
+                    self._known[uid] = profile.display
+            fetched: list[SlackUserProfile] = []
+            try:
+                for uid in sorted(missing - set(self._known)):
+                    current = self._fetch(uid, stored=stored.get(uid))
+                    self._known[uid] = current.display if current is not None else uid
+                    if current is not None:
+                        fetched.append(current)
+            finally:
+                # Also when Slack fails half-way: a retry then fetches only the rest.
+                self._save(fetched)
         return {uid: self._known.get(uid, uid) for uid in wanted}
 
-    def _fetch(self, user_id: str) -> str:
+    def _fetch(self, user_id: str, *, stored: SlackUserProfile | None) -> SlackUserProfile | None:
+        """The profile as Slack has it now (not saved yet); None when the lookup failed.
+
+        A user Slack no longer finds keeps the names ``stored`` knows.
+        """
         try:
             user = user_info(client=self._client(), user_id=user_id)
         except SlackClientError:
             if self.strict:
                 raise
             logger.warning("slack_user_lookup_failed", user_id=user_id, exc_info=True)
-            return user_id
-        defaults: dict[str, Any] = {"fetched_at": timezone.now(), "found": user is not None}
-        if user is not None:
-            defaults.update(
-                name=user.name[:255],
-                real_name=user.real_name[:255],
-                email=(user.email or "")[:255],
-                is_bot=user.is_bot,
-            )
-        profile, _ = SlackUserProfile.objects.update_or_create(
-            team_id=self.workspace.team_id, user_id=user_id, defaults=defaults
+            return None
+        profile = SlackUserProfile(
+            team_id=self.workspace.team_id,
+            user_id=user_id,
+            fetched_at=timezone.now(),
+            found=user is not None,
         )
-        return profile.display
+        if user is not None:
+            profile.name = user.name[:255]
+            profile.real_name = user.real_name[:255]
+            profile.email = (user.email or "")[:255]
+            profile.is_bot = user.is_bot
+        elif stored is not None:
+            for name in ("name", "real_name", "email", "is_bot"):
+                setattr(profile, name, getattr(stored, name))
+        return profile
+
+    def _save(self, profiles: list[SlackUserProfile]) -> None:
+        """Upsert fetched profiles at once; a user no longer found keeps the names known."""
+        if not profiles:
+            return
+        # A cache: an asynchronous commit is enough (a lost row is fetched again).
+        with atomic_async_commit():
+            for found, fields in ((True, _PROFILE_FIELDS), (False, ("found", "fetched_at"))):
+                rows = [profile for profile in profiles if profile.found is found]
+                if rows:
+                    SlackUserProfile.objects.bulk_create(
+                        rows,
+                        update_conflicts=True,
+                        unique_fields=["team_id", "user_id"],
+                        update_fields=list(fields),
+                    )
 
 
 # ------------------------------------------------------------------------------
@@ -903,7 +943,8 @@ def slack_channel_sync(
             ]
             requesters = resolver.resolve(slack_message_user_ids(messages))
             pass_newest = _ts_max(pass_newest, *(m.get("ts") for m in page.messages))
-            with transaction.atomic():
+            # Lost in a database crash, the page goes with its cursor and is read again.
+            with atomic_async_commit():
                 report.messages.add(
                     slack_messages_ingest(
                         channel=channel, messages=messages, requesters=requesters, via="sync"

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from django.db import IntegrityError, transaction
@@ -84,21 +84,28 @@ def ticket_create(
     category: str = "",
     priority: str = "",
     label_source: str = LabelSource.PERSON,
+    if_exists: Literal["return", "raise"] = "return",
 ) -> tuple[Ticket, bool]:
-    """Create a ticket, or return the existing one with the same external id (idempotent)."""
+    """Create a ticket, or return the existing one with the same external id (idempotent).
+
+    ``if_exists="raise"`` skips the look-up: a taken external id raises IntegrityError,
+    which breaks the caller's transaction (for callers that then retry with "return").
+    """
     labels: dict[str, str] = {}
     for name, value in (("category", category), ("priority", priority)):
         if value:
             labels[name] = value
             labels[f"{name}_source"] = label_source
     values = {"subject": subject, "body": body, "requester": requester, **labels}
-    if external_id:
+    if external_id and if_exists == "return":
         # get_or_create reads again when a concurrent writer inserted the same key first.
         ticket, created = Ticket.objects.get_or_create(
             organization=organization, source=source, external_id=external_id, defaults=values
         )
     else:
-        ticket = Ticket.objects.create(organization=organization, source=source, **values)
+        ticket = Ticket.objects.create(
+            organization=organization, source=source, external_id=external_id, **values
+        )
         created = True
     if created:
         _announce(organization=organization, ticket_ids=[ticket.pk], source=source)
@@ -201,11 +208,12 @@ def ticket_message_create(
     external_id: str = "",
     author: str = "",
     body: str = "",
+    if_exists: Literal["return", "raise"] = "return",
 ) -> tuple[TicketMessage, bool]:
-    """Add a follow-up to a ticket, once per external id."""
-    if not external_id:
+    """Add a follow-up to a ticket, once per external id (``if_exists`` as in ticket_create)."""
+    if not external_id or if_exists == "raise":
         message = TicketMessage.objects.create(
-            ticket=ticket, source=source, author=author, body=body
+            ticket=ticket, source=source, external_id=external_id, author=author, body=body
         )
         created = True
     else:
