@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from django.db.models import Prefetch
 
 from mlmodels import selectors, services
-from mlmodels.models import Target
+from mlmodels.models import Prediction, Target
 from tickets.models import LabelSource, Organization, Ticket
 
 logger = structlog.get_logger(__name__)
 
-PREDICTIONS_PREFETCH = "predictions__model_version"
+# One query for a page's predictions and the version numbers shown with them, into a plain
+# list (no per-ticket queryset). A version row also holds its metrics and held-out ticket ids:
+# only its number is loaded.
+PREDICTIONS_PREFETCH = Prefetch(
+    "predictions",
+    queryset=Prediction.objects.select_related("model_version").only(
+        *(field.name for field in Prediction._meta.concrete_fields), "model_version__version"
+    ),
+    to_attr=selectors.PREFETCHED_PREDICTIONS,
+)
 
 
 def classify_new_tickets(
@@ -41,17 +51,21 @@ def forget_reused_organization_id(
         selectors.organization_has_active_model_forget(organization_id=instance.pk)
 
 
+# Target.values builds a new list on every access; this runs for every ticket of a page.
+_TARGET_SOURCE_FIELDS = tuple((target, f"{target}_source") for target in Target.values)
+
+
 def ticket_prediction_fields(ticket: Ticket) -> dict[str, Any]:
     """The newest prediction of each target: value, confidence, model version, needs_review."""
     latest = selectors.prediction_latest_by_target(ticket=ticket)
     threshold = ticket.organization.confidence_threshold
     predictions: dict[str, Any] = {}
-    for target in Target.values:
+    for target, source_field in _TARGET_SOURCE_FIELDS:
         prediction = latest.get(target)
         if prediction is None:
             predictions[target] = None
             continue
-        machine_labelled = getattr(ticket, f"{target}_source") in ("", LabelSource.MODEL)
+        machine_labelled = getattr(ticket, source_field) in ("", LabelSource.MODEL)
         predictions[target] = {
             "label": prediction.label,
             "confidence": round(prediction.confidence, 4),

@@ -46,12 +46,25 @@ def model_version_active(*, organization: Organization | int, target: str) -> Mo
     )
 
 
+# What serving reads of a version: classification asks for the active versions of every
+# ticket, and loading whole rows (held-out ticket ids, confusion matrix) cost more than the query.
+SERVING_FIELDS = (
+    "id",
+    "organization",
+    "target",
+    "version",
+    "status",
+    "artifact",
+    "artifact_sha256",
+)
+
+
 def model_versions_active(*, organization: Organization | int) -> dict[str, ModelVersion]:
-    """The serving version of each target that has one."""
+    """The serving version of each target that has one; fields beyond SERVING_FIELDS load on use."""
     org_id = organization if isinstance(organization, int) else organization.pk
-    versions = ModelVersion.objects.filter(
-        organization_id=org_id, status=ModelStatus.ACTIVE
-    ).select_related("organization")
+    versions = ModelVersion.objects.filter(organization_id=org_id, status=ModelStatus.ACTIVE).only(
+        *SERVING_FIELDS
+    )
     return {version.target: version for version in versions}
 
 
@@ -172,10 +185,17 @@ def targets_with_new_labels(*, organization: Organization) -> list[str]:
     return changed
 
 
+# Where the ticket API's prefetch (receivers.PREDICTIONS_PREFETCH) leaves a ticket's predictions.
+PREFETCHED_PREDICTIONS = "prefetched_predictions"
+
+
 def prediction_latest_by_target(*, ticket: Ticket) -> dict[str, Prediction]:
-    """The newest prediction of each target (uses a prefetched `predictions` when present)."""
+    """The newest prediction of each target (uses the API's prefetched predictions when present)."""
+    predictions = getattr(ticket, PREFETCHED_PREDICTIONS, None)
+    if predictions is None:
+        predictions = ticket.predictions.all()
     latest: dict[str, Prediction] = {}
-    for prediction in ticket.predictions.all():
+    for prediction in predictions:
         current = latest.get(prediction.target)
         # The newest row, not the highest version: after a roll back the older version speaks.
         if current is None or prediction.pk > current.pk:

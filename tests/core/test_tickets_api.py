@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from tests.factories import TicketFactory
-from tickets.models import LabelChange, LabelSource, Role, Ticket
+from tickets.models import LabelChange, LabelSource, Role, Source, Status, Ticket, TicketMessage
+from tickets.serializers import (
+    TicketDetailOutputSerializer,
+    TicketOutputSerializer,
+    ticket_output_extensions,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +59,42 @@ def test_pagination(api_client, organization):
     assert first["count"] == 60
     assert len(first["results"]) == 50
     assert len(api_client.get(first["next"]).data["results"]) == 10
+
+
+def _as_drf_renders(serializer_class: type, ticket: Ticket) -> dict:
+    """DRF's own ModelSerializer.to_representation plus the apps' extensions, as JSON."""
+    data = serializers.ModelSerializer.to_representation(serializer_class(), ticket)
+    for extension in ticket_output_extensions:
+        data.update(extension(ticket))
+    return json.loads(JSONRenderer().render(data))
+
+
+def test_list_and_detail_render_every_field_as_drf_does(api_client, organization):
+    tickets = [
+        TicketFactory(
+            organization=organization,
+            source=Source.EMAIL,
+            external_id="<abc@example.com>",
+            category="network",
+            category_source=LabelSource.PERSON,
+            priority="high",
+            priority_source=LabelSource.MODEL,
+            status=Status.PENDING,
+            needs_review=True,
+        ),
+        TicketFactory(organization=organization, source=Source.SLACK, external_id="C1:123.4"),
+        TicketFactory(organization=organization, subject="", body="", requester=""),
+        TicketFactory(organization=organization, source=Source.IMPORT, subject="Ünïcode ✓"),
+    ]
+    TicketMessage.objects.create(ticket=tickets[0], source=Source.EMAIL, author="a@example.com")
+
+    rows = api_client.get("/api/v1/tickets/").json()["results"]
+    detail = api_client.get(f"/api/v1/tickets/{tickets[0].pk}/").json()
+
+    fresh = Ticket.objects.filter(organization=organization)
+    assert rows == [_as_drf_renders(TicketOutputSerializer, ticket) for ticket in fresh]
+    assert detail == _as_drf_renders(TicketDetailOutputSerializer, fresh.get(pk=tickets[0].pk))
+    assert list(rows[0])[:3] == ["id", "organization", "organization_id"]
 
 
 def test_create_and_retrieve(api_client, organization):

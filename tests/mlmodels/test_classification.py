@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.db.models import Count
 from django_celery_results.models import TaskResult
+from rest_framework.renderers import JSONRenderer
 
 from mlmodels import services
 from mlmodels.models import ModelVersion, Prediction
+from mlmodels.receivers import ticket_prediction_fields
 from mlmodels.tasks import batch_classify_tickets_task, classify_ticket_task
 from tests.factories import TicketFactory
 from tests.mlmodels.conftest import unlabelled_tickets
@@ -158,6 +162,28 @@ def test_ticket_list_costs_a_fixed_number_of_queries(
 
     assert response.status_code == 200
     assert all(row["predictions"]["category"] for row in response.data["results"])
+
+
+def test_ticket_list_shows_what_each_ticket_shows_alone(organization, active_models, api_client):
+    tickets = unlabelled_tickets(organization, 6)
+    services.tickets_classify(organization=organization, ticket_ids=[t.pk for t in tickets])
+    # A newer row from an older version (as after a roll back) is the one shown.
+    older = ModelVersion.objects.create(
+        organization=organization, target="category", version=99, status="retired"
+    )
+    Prediction.objects.create(
+        ticket=tickets[0], target="category", model_version=older, label="7", confidence=0.3
+    )
+
+    rows = api_client.get("/api/v1/tickets/?source=api").json()["results"]
+
+    shown = {row["id"]: row["predictions"] for row in rows}
+    for ticket in tickets:
+        alone = ticket_prediction_fields(Ticket.objects.get(pk=ticket.pk))["predictions"]
+        assert shown[ticket.pk] == json.loads(JSONRenderer().render(alone))
+        assert shown[ticket.pk]["priority"]["model_version"] == active_models["priority"].version
+    assert shown[tickets[0].pk]["category"]["model_version"] == 99
+    assert shown[tickets[1].pk]["category"]["model_version"] == active_models["category"].version
 
 
 def test_unclassified_ticket_has_empty_predictions(organization, api_client):
