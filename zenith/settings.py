@@ -226,9 +226,11 @@ else:
 # django-celery-results' table, through a backend that retries while PostgreSQL restarts.
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="taskops.results.ResultBackend")
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-backend-always-retry
-# Exponential backoff, 10 s at most between tries: about a minute of outage is ridden out.
+# Exponential backoff with jitter from 0.2 s, 10 s at most between tries: about a minute of
+# outage is ridden out (with Celery's 10 ms start and 10 tries, a restart could outlast it).
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
-CELERY_RESULT_BACKEND_MAX_RETRIES = 10
+CELERY_RESULT_BACKEND_MAX_RETRIES = 15
+CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS = 200
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = 60 * 60
 CELERY_CACHE_BACKEND = "django-cache"

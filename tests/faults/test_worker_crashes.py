@@ -94,8 +94,10 @@ def test_10_pool_kills_during_a_500_ticket_batch_leave_one_prediction_each(
     kills, last_kill = 0, timezone.now()
     deadline = time.monotonic() + 90
     while kills < KILLS and time.monotonic() < deadline:
-        # Kill the pool child soon after each (re)delivery starts: in the middle of the batch.
-        if records.filter(state__in=RUNNING_STATES, started_at__gt=last_kill).exists():
+        # Kill the pool child soon after each (re)delivery starts: in the middle of the batch;
+        # but only once the ledger has counted the previous kill (written just after STARTED).
+        running = records.filter(state__in=RUNNING_STATES, started_at__gt=last_kill).first()
+        if running is not None and worker_lost(running) == kills:
             time.sleep(rng.uniform(0, 0.1))
             os.kill(worker.children()[0], signal.SIGKILL)
             kills += 1
