@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from integrations import slack_services
 from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
 from taskops.services import triggered_by_label
+from tickets.admin_scoping import OrganizationScopedAdmin
 from tickets.models import Organization
 
 # ------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class SlackChannelInline(admin.TabularInline):
 
 
 @admin.register(SlackWorkspace)
-class SlackWorkspaceAdmin(admin.ModelAdmin):
+class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     form = SlackWorkspaceForm
     list_display = [
         "team_id",
@@ -111,7 +112,7 @@ class SlackWorkspaceAdmin(admin.ModelAdmin):
 
 
 @admin.register(SlackChannel)
-class SlackChannelAdmin(admin.ModelAdmin):
+class SlackChannelAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = [
         "channel_id",
         "name",
@@ -154,7 +155,7 @@ class SlackChannelAdmin(admin.ModelAdmin):
 
 
 @admin.register(SlackMessage)
-class SlackMessageAdmin(admin.ModelAdmin):
+class SlackMessageAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     """The ingestion ledger: read-only audit rows."""
 
     list_display = [
@@ -197,7 +198,7 @@ class SlackMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(SlackEvent)
-class SlackEventAdmin(admin.ModelAdmin):
+class SlackEventAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     """The Events API ledger: one row per event id, however often Slack delivered it."""
 
     list_display = [

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from integrations import email_selectors, email_services
 from integrations.models import EmailAttachment, InboundEmail, Mailbox
 from taskops.services import triggered_by_label
+from tickets.admin_scoping import OrganizationScopedAdmin, scope_queryset
 
 
 class MailboxForm(forms.ModelForm):
@@ -67,7 +68,7 @@ class MailboxForm(forms.ModelForm):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(admin.ModelAdmin):
+class MailboxAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     form = MailboxForm
     list_display = [
         "name",
@@ -100,7 +101,7 @@ class MailboxAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
         # Never decrypts a password to show a page (see email_selectors).
-        return email_selectors.mailbox_list(organization=None)
+        return scope_queryset(request, email_selectors.mailbox_list(organization=None))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None and email_selectors.mailbox_has_ingested(mailbox=obj):
@@ -162,7 +163,7 @@ class EmailAttachmentInline(admin.TabularInline):
 
 
 @admin.register(InboundEmail)
-class InboundEmailAdmin(admin.ModelAdmin):
+class InboundEmailAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     """The ingestion ledger: read-only audit rows, one per message seen."""
 
     list_display = [

@@ -170,6 +170,7 @@ class MailboxViewSet(
     serializer_class = MailboxOutputSerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
     filterset_fields = ["organization", "enabled"]
+    throttle_scope: str | None = None  # test-connection's own limit (zenith/throttles.py)
 
     def get_queryset(self) -> QuerySet[Mailbox]:
         return email_selectors.mailbox_list_for_user(user=self.request.user).order_by("pk")
@@ -202,7 +203,12 @@ class MailboxViewSet(
         return Response(MailboxOutputSerializer(mailbox, context={"request": request}).data)
 
     @extend_schema(request=None, responses={200: ConnectionTestOutputSerializer})
-    @action(detail=True, methods=["post"], url_path="test-connection")
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="test-connection",
+        throttle_scope="mailbox_test_connection",
+    )
     def test_connection(self, request: Request, pk: str | None = None) -> Response:
         """Log in and look at the folders; nothing on the server changes."""
         result = email_services.mailbox_test_connection(mailbox=self.get_object())

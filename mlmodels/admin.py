@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString
 from mlmodels import services
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
 from taskops.services import task_enqueue, triggered_by_label
+from tickets.admin_scoping import OrganizationScopedAdmin
 from tickets.models import Ticket
 
 STATUS_COLOURS = {
@@ -125,7 +126,7 @@ def per_class_html(metrics: dict[str, Any]) -> SafeString:
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "organization",
@@ -310,7 +311,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = [
         "ticket",
         "target",

@@ -66,6 +66,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     os.chdir(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
+    # The local demo is development: dev keys, the demo login. Settings default to off.
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     prepare()
     processes = start()
     print(

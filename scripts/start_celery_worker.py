@@ -26,7 +26,7 @@ QUEUES = {
 
 
 def _env_debug() -> bool:
-    return os.environ.get("DJANGO_DEBUG", "1").strip().lower() in {"1", "true", "yes", "on"}
+    return os.environ.get("DJANGO_DEBUG", "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _env_json_logs() -> bool:
@@ -64,10 +64,9 @@ def build_command(args: argparse.Namespace) -> list[str]:
     auth = os.environ.get("FLOWER_BASIC_AUTH", "")
     if not auth and not _env_debug():
         raise SystemExit("FLOWER_BASIC_AUTH (user:password) must be set when DJANGO_DEBUG is off")
-    command = [*celery, "flower", f"--port={args.port}", f"--address={args.address}"]
-    if auth:
-        command.append(f"--basic-auth={auth}")
-    return command
+    # Flower reads FLOWER_BASIC_AUTH from its environment itself: the credentials stay off
+    # the command line, where `ps` and /proc/<pid>/cmdline would show them to every user.
+    return [*celery, "flower", f"--port={args.port}", f"--address={args.address}"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -12,12 +12,23 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask
-from django_celery_results.models import TaskResult
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+from django_celery_results.models import GroupResult, TaskResult
 from kombu.exceptions import OperationalError as BrokerError
 
 from taskops import services
 from taskops.models import Heartbeat, SchedulerLease, TaskRecord
+from tickets.admin_scoping import (
+    OrganizationScopedAdmin,
+    SuperuserOnlyAdmin,
+    superuser_only_register,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,7 +45,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskRecord)
-class TaskRecordAdmin(ReadOnlyAdmin):
+class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "task_id",
         "name",
@@ -209,12 +220,12 @@ class TaskRecordAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(ReadOnlyAdmin):
+class HeartbeatAdmin(SuperuserOnlyAdmin, ReadOnlyAdmin):
     list_display = ["name", "last_seen", "details"]
 
 
 @admin.register(SchedulerLease)
-class SchedulerLeaseAdmin(ReadOnlyAdmin):
+class SchedulerLeaseAdmin(SuperuserOnlyAdmin, ReadOnlyAdmin):
     list_display = ["name", "holder", "expires_at", "acquired_at", "renewed_at"]
 
 
@@ -223,7 +234,7 @@ admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+class PeriodicTaskAdmin(SuperuserOnlyAdmin, BeatPeriodicTaskAdmin):
     @admin.action(description="Run selected tasks now")
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         for periodic in queryset:
@@ -246,6 +257,11 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
                     request, f"{periodic.name}: {periodic.task} sent as {task_id}", messages.SUCCESS
                 )
 
+
+# Schedules and raw results span every organization: superusers only.
+superuser_only_register(
+    IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule, TaskResult, GroupResult
+)
 
 # Alert rules, incidents and deliveries: taskops/alert_admin.py.
 from taskops import alert_admin  # noqa: E402, F401

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from taskops import alerts
 from taskops.models import AlertDelivery, AlertIncident, AlertRule
+from tickets.admin_scoping import OrganizationScopedAdmin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -48,7 +49,7 @@ class AlertRuleForm(forms.ModelForm):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     form = AlertRuleForm
     list_display = [
         "name",
@@ -117,7 +118,7 @@ class AlertDeliveryInline(admin.TabularInline):
 
 
 @admin.register(AlertIncident)
-class AlertIncidentAdmin(ReadOnlyAdmin):
+class AlertIncidentAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "id",
         "rule",
@@ -137,7 +138,7 @@ class AlertIncidentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(ReadOnlyAdmin):
+class AlertDeliveryAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = [
         "id",
         "incident",

@@ -10,6 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -33,6 +34,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     """Tasks in the ledger: viewers read; operators cancel and retry; superusers see all."""
 
     serializer_class = TaskOutputSerializer
+    # Set per action for the endpoints with a tighter limit (zenith/throttles.py).
+    throttle_scope: str | None = None
 
     def get_queryset(self) -> Any:
         return selectors.task_list_for_user(user=self.request.user)
@@ -71,7 +74,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     def organization_tasks(self, request: Request, org_id: str) -> Response:
         """An organization's tasks, newest first, paginated; filter by state and name."""
         organizations = organization_list_for_user(user=request.user)
-        lookup = {"pk": int(org_id)} if org_id.isdigit() else {"slug": org_id}
+        # isascii: "²".isdigit() is true, but int("²") fails (a 500 before this check).
+        lookup = {"pk": int(org_id)} if org_id.isascii() and org_id.isdigit() else {"slug": org_id}
         organization = organizations.filter(**lookup).first()
         if organization is None:
             raise Http404("no such organization")
@@ -87,7 +91,13 @@ class TaskViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(data)
 
     @extend_schema(responses=ActiveTaskOutputSerializer(many=True))
-    @action(detail=False, methods=["get"], url_path="active", url_name="active")
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="active",
+        url_name="active",
+        throttle_scope="tasks_active",
+    )
     def active(self, request: Request) -> Response:
         """Tasks queued, running or waiting to retry, cross-checked with the workers."""
         page = self.paginate_queryset(selectors.task_list_active_for_user(user=request.user))
@@ -133,9 +143,20 @@ class TaskViewSet(viewsets.GenericViewSet):
         )
 
     @extend_schema(responses={200: dict, 503: dict})
-    @action(detail=False, methods=["get"], url_path="health", url_name="health")
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path="health",
+        url_name="health",
+        throttle_scope="tasks_health",
+        permission_classes=[IsAdminUser],
+    )
     def health(self, request: Request) -> Response:
-        """Database, broker, workers per queue, beat, queue depths: 200 healthy, 503 not."""
+        """Database, broker, workers per queue, beat, queue depths: 200 healthy, 503 not.
+
+        Staff only: it names hosts, workers and queues (the unauthenticated probes are
+        /healthz and /readyz).
+        """
         healthy, report = health.health_report()
         return Response(
             report, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.http import HttpRequest
+from rest_framework.authtoken.models import TokenProxy
 
 from tickets import services
+from tickets.admin_scoping import OrganizationScopedAdmin, scope_queryset, superuser_only_register
 from tickets.models import LabelChange, Membership, Organization, Ticket, TicketMessage
 
 
@@ -16,17 +21,30 @@ class MembershipInline(admin.TabularInline):
     extra = 0
     autocomplete_fields = ["user"]
 
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # Staff who are not superusers pick only people already in organizations they run.
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        formfield.queryset = scope_queryset(request, formfield.queryset)
+        return formfield
+
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = ["slug", "name", "confidence_threshold", "created_at"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
 
+    # A new tenant, or the end of one, is a superuser's decision.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["user__username", "organization__slug"]
@@ -50,7 +68,7 @@ class LabelChangeInline(admin.TabularInline):
 
 
 @admin.register(Ticket)
-class TicketAdmin(admin.ModelAdmin):
+class TicketAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = [
         "id",
         "subject",
@@ -95,7 +113,7 @@ class TicketAdmin(admin.ModelAdmin):
 
 
 @admin.register(LabelChange)
-class LabelChangeAdmin(admin.ModelAdmin):
+class LabelChangeAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_display = ["ticket", "field", "previous_value", "new_value", "changed_by", "changed_at"]
     list_filter = ["field"]
     date_hierarchy = "changed_at"
@@ -104,3 +122,10 @@ class LabelChangeAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+# Global tables: people, groups, API tokens and login attempts are superusers' business
+# (a staff member who could edit users could make themselves a superuser).
+superuser_only_register(
+    get_user_model(), Group, TokenProxy, AccessAttempt, AccessLog, AccessFailureLog
+)

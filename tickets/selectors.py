@@ -23,6 +23,17 @@ def organization_list_for_user(
     ).distinct()
 
 
+def organization_ids_administered_by(*, user: Any) -> list[int]:
+    """Ids of the organizations where the user holds the admin role (not all for superusers)."""
+    if not user or not user.is_authenticated:
+        return []
+    return list(
+        Membership.objects.filter(user=user, role=Role.ADMIN).values_list(
+            "organization_id", flat=True
+        )
+    )
+
+
 def membership_has_role(*, user: Any, organization: Organization | int, role: Role) -> bool:
     """Whether the user holds `role` (or a higher one) in the organization."""
     if not user or not user.is_authenticated:

@@ -12,12 +12,39 @@ imports nothing of Django or Celery.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
 
 LOG_FORMATS = ("json", "plain")
+
+# Slack Bolt's loggers: the library's own, the one Zenith hands its app, and the ones the
+# app derives from its name ("zenith:<Class>", integrations/slack_events.py).
+SLACK_BOLT_LOGGERS = ("slack_bolt", "integrations.slack.bolt", "zenith:")
+_PAYLOAD_START = re.compile(r"[({\[]")
+
+
+class WithoutSlackBodies(logging.Filter):
+    """Keep Slack request payloads (message text, people, form values) out of the logs.
+
+    Bolt prints the request body, or parts of it, into some lines ("Unhandled request
+    ({...})") and into its debug output. Its lines below WARNING are dropped; the others
+    keep their words up to the first bracket, which is where a payload starts.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(SLACK_BOLT_LOGGERS):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        message = record.getMessage()
+        cut = _PAYLOAD_START.search(message)
+        if cut is not None:
+            message = f"{message[: cut.start()].rstrip()} (request body withheld)"
+        record.msg, record.args = message, ()
+        return True
 
 
 def _shared_processors() -> list[Any]:
@@ -77,7 +104,14 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {log_format: formatter_config(log_format)},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format}},
+        "filters": {"without_slack_bodies": {"()": WithoutSlackBodies}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["without_slack_bodies"],
+            }
+        },
         "root": {"handlers": ["console"], "level": level},
         # Django's default handlers would print django.* lines a second time, unformatted.
         "loggers": {

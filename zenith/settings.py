@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -17,9 +18,9 @@ env = environ.Env()
 # ------------------------------------------------------------------------------
 # Core
 # ------------------------------------------------------------------------------
-# Development is the embedded default so `make run` works with no environment;
-# production sets DJANGO_DEBUG=0 and must then provide every secret below.
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Fail closed: DEBUG is off unless asked for, and then every secret below is required.
+# `make run` (scripts/run_dev.py), the dev compose file and the tests set DJANGO_DEBUG=1.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
 
 def _required(name: str, dev_default: str) -> str:
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_celery_results",
     "django_structlog",
+    # Before the apps: tickets/admin.py makes its login-attempt pages superuser-only.
+    "axes",
     "tickets",
     "taskops",
     "mlmodels",
@@ -81,7 +84,34 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Binds request_id (and user_id, ip) to every line logged while serving the request.
     "django_structlog.middlewares.RequestMiddleware",
+    # Answers a locked-out login (admin, API session login) with 429; keep it last.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# ------------------------------------------------------------------------------
+# Logins: locked after repeated failures (django-axes)
+# ------------------------------------------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+# Every password login (admin, /api-auth/login/) goes through authenticate(); the first
+# backend refuses one whose IP or username failed ZENITH_LOGIN_FAILURE_LIMIT times within
+# the cool-off, even with the right password. API tokens are not passwords and are not
+# counted. Off only in tests that log in through Django's test client, which gives
+# authenticate() no request (tests/security/test_login_lockout.py turns it on).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("ZENITH_LOGIN_LOCKOUT", default=True)
+AXES_FAILURE_LIMIT = env.int("ZENITH_LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("ZENITH_LOGIN_COOLOFF_MINUTES", default=15))
+# Either alone locks: one address guessing many usernames, or many addresses guessing one.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR (the default): a header the caller writes is not
+# trusted. Behind a proxy, set DJANGO_IPWARE_PROXY_COUNT to the number of proxies.
+AXES_IPWARE_PROXY_COUNT = env.int("DJANGO_IPWARE_PROXY_COUNT", default=0) or None
+if AXES_IPWARE_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 
 ROOT_URLCONF = "zenith.urls"
 WSGI_APPLICATION = "zenith.wsgi.application"
@@ -184,6 +214,23 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "zenith.api.exception_handler",
+    # Rates are read from ZENITH_THROTTLE_RATES on each request (zenith/throttles.py).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "zenith.throttles.AnonThrottle",
+        "zenith.throttles.UserThrottle",
+        "zenith.throttles.ScopedThrottle",
+    ],
+}
+# Requests per caller (user, or address when anonymous): `anon` and `user` everywhere,
+# the others on top for the endpoints that ask the workers, the broker or a remote server.
+# A caller over a rate gets 429 with Retry-After. ZENITH_THROTTLE=0 turns them all off.
+ZENITH_THROTTLE_ENABLED = env.bool("ZENITH_THROTTLE", default=True)
+ZENITH_THROTTLE_RATES = {
+    "anon": env.str("ZENITH_THROTTLE_ANON", default="60/minute"),
+    "user": env.str("ZENITH_THROTTLE_USER", default="1200/minute"),
+    "tasks_health": env.str("ZENITH_THROTTLE_HEALTH", default="12/minute"),
+    "tasks_active": env.str("ZENITH_THROTTLE_ACTIVE", default="30/minute"),
+    "mailbox_test_connection": env.str("ZENITH_THROTTLE_TEST_CONNECTION", default="6/minute"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Zenith API",

@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tickets.demo import demo_seed
 
@@ -10,7 +11,21 @@ from tickets.demo import demo_seed
 class Command(BaseCommand):
     help = "Create the demo organization from the bundled dataset, a demo superuser and a token."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="seed even when DJANGO_DEBUG is off (creates a superuser with a public password)",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        # The demo login's password is published in the README: never on a real deployment
+        # by accident.
+        if not settings.DEBUG and not options["allow_production"]:
+            raise CommandError(
+                "seed_demo creates a superuser with a published password and runs only with "
+                "DJANGO_DEBUG=1; pass --allow-production to seed anyway"
+            )
         seed = demo_seed()
         self.stdout.write(
             f"organization {seed.organization.slug}: {seed.report.created} tickets imported, "

@@ -1,0 +1,206 @@
+"""The admin by tenant: staff who are not superusers see only organizations they administer.
+
+Every Zenith ModelAdmin puts `OrganizationScopedAdmin` first among its bases. For a staff
+member who is not a superuser it then:
+
+- lists, opens, changes and deletes only rows of organizations where the member has the
+  admin role (anything else answers 404 on its change page, as if it did not exist);
+- runs actions only on those rows (the admin builds an action's queryset from
+  `get_queryset`, so another tenant's selected id is dropped before the action runs);
+- offers only those organizations, and rows of them, in foreign-key choices, so a row
+  cannot be moved or attached to another tenant;
+- hides the page entirely when the member administers no organization.
+
+Django's model permissions still apply on top. Global tables (schedules, raw results,
+users, tokens, login attempts) are superuser-only through `SuperuserOnlyAdmin`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from tickets.models import Organization
+from tickets.selectors import organization_ids_administered_by
+
+_CACHE_ATTRIBUTE = "_zenith_admin_organization_ids"
+
+
+def admin_organization_ids(request: HttpRequest) -> frozenset[int] | None:
+    """Organizations the request's user administers; None means every one (superusers)."""
+    user = request.user
+    if user.is_superuser:
+        return None
+    cached = getattr(request, _CACHE_ATTRIBUTE, None)
+    if cached is None:
+        cached = frozenset(organization_ids_administered_by(user=user))
+        setattr(request, _CACHE_ATTRIBUTE, cached)
+    return cached
+
+
+@cache
+def organization_lookup(model: type[models.Model]) -> str | None:
+    """The ORM path from `model` to its organization's id ("pk" for Organization itself).
+
+    A direct `organization` foreign key wins; otherwise the first foreign key to a model
+    that has one (a Slack channel through its workspace, a prediction through its ticket).
+    """
+    if issubclass(model, Organization):
+        return "pk"
+    if issubclass(model, get_user_model()):
+        return "memberships__organization"
+    fields = [f for f in model._meta.get_fields() if f.many_to_one or f.one_to_one]
+    forward = [f for f in fields if f.concrete and f.related_model is not None]
+    for field in forward:
+        if field.name == "organization" and issubclass(field.related_model, Organization):
+            return "organization"
+    for field in forward:
+        related = field.related_model
+        if any(
+            f.name == "organization" and f.concrete and f.related_model is Organization
+            for f in related._meta.get_fields()
+            if f.many_to_one
+        ):
+            return f"{field.name}__organization"
+    return None
+
+
+def _filter(queryset: QuerySet[Any], lookup: str, ids: frozenset[int]) -> QuerySet[Any]:
+    narrowed = queryset.filter(**{f"{lookup}__in": ids})
+    # Only a path through memberships can repeat a row; distinct() elsewhere would keep
+    # the admin's bulk delete from working.
+    return narrowed.distinct() if lookup.startswith("memberships") else narrowed
+
+
+def scope_queryset(request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """`queryset` narrowed to the organizations the request's user administers."""
+    ids = admin_organization_ids(request)
+    if ids is None:
+        return queryset
+    lookup = organization_lookup(queryset.model)
+    if lookup is None:
+        return queryset.none()
+    return _filter(queryset, lookup, ids)
+
+
+class OrganizationScopedAdmin(admin.ModelAdmin):
+    """Put first among a ModelAdmin's bases: rows only of organizations the user administers.
+
+    `organization_field` names the path to the organization when the automatic lookup
+    (see `organization_lookup`) is not the one wanted.
+    """
+
+    organization_field: str | None = None
+
+    def _organization_field(self) -> str:
+        field = self.organization_field or organization_lookup(self.model)
+        if field is None:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}: {self.model.__name__} has no path to an organization; "
+                "set organization_field or use SuperuserOnlyAdmin"
+            )
+        return field
+
+    def _in_scope(self, request: HttpRequest, obj: Any) -> bool:
+        ids = admin_organization_ids(request)
+        if ids is None or obj is None:
+            return True
+        if not ids:
+            return False
+        field = self._organization_field()
+        if field == "pk":
+            return obj.pk in ids
+        return type(obj)._default_manager.filter(pk=obj.pk, **{f"{field}__in": ids}).exists()
+
+    def _administers_any(self, request: HttpRequest) -> bool:
+        ids = admin_organization_ids(request)
+        return ids is None or bool(ids)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        ids = admin_organization_ids(request)
+        if ids is None:
+            return queryset
+        return _filter(queryset, self._organization_field(), ids)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return super().has_module_permission(request) and self._administers_any(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return (
+            super().has_view_permission(request, obj)
+            and self._administers_any(request)
+            and self._in_scope(request, obj)
+        )
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        # *args: inlines pass the parent object too.
+        return super().has_add_permission(request, *args) and self._administers_any(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return (
+            super().has_change_permission(request, obj)
+            and self._administers_any(request)
+            and self._in_scope(request, obj)
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return (
+            super().has_delete_permission(request, obj)
+            and self._administers_any(request)
+            and self._in_scope(request, obj)
+        )
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if formfield is not None and hasattr(formfield, "queryset"):
+            formfield.queryset = scope_queryset(request, formfield.queryset)
+        return formfield
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if formfield is not None and hasattr(formfield, "queryset"):
+            formfield.queryset = scope_queryset(request, formfield.queryset)
+        return formfield
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        # The changelist's queryset is already scoped; this keeps an action from ever
+        # receiving another tenant's row, whoever builds the queryset.
+        return super().response_action(request, scope_queryset(request, queryset))
+
+
+class SuperuserOnlyAdmin(admin.ModelAdmin):
+    """Global tables (schedules, raw results, users, tokens): superusers only."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser and super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+def superuser_only_register(*model_classes: type[models.Model]) -> None:
+    """Re-register other apps' admin pages of these models as superuser-only."""
+    for model in model_classes:
+        current = admin.site._registry.get(model)
+        if current is None or isinstance(current, SuperuserOnlyAdmin):
+            continue
+        base = type(current)
+        admin.site.unregister(model)
+        admin.site.register(model, type(base.__name__, (SuperuserOnlyAdmin, base), {}))
