@@ -21,11 +21,12 @@ from functools import cache
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import NotRelationField, get_fields_from_path
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from tickets.models import Organization
 from tickets.selectors import organization_ids_administered_by
@@ -129,6 +130,30 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         if ids is None:
             return queryset
         return _filter(queryset, self._organization_field(), ids)
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None and admin_organization_ids(request) is not None:
+            # Another tenant's row answers exactly as a missing one: 404.
+            raise Http404(f"no {self.opts.verbose_name} with this id")
+        return obj
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        filters = super().get_list_filter(request)
+        if admin_organization_ids(request) is None:
+            return filters
+        # A related filter would list every organization (or mailbox, workspace...) by name;
+        # offer only the values the member's own rows have.
+        return [self._related_only(item) for item in filters]
+
+    def _related_only(self, item: Any) -> Any:
+        if not isinstance(item, str):
+            return item
+        try:
+            field = get_fields_from_path(self.model, item)[-1]
+        except (FieldDoesNotExist, NotRelationField):
+            return item
+        return (item, admin.RelatedOnlyFieldListFilter) if field.is_relation else item
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return super().has_module_permission(request) and self._administers_any(request)
