@@ -18,7 +18,7 @@ from django.test import Client, override_settings
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "the-right-password-42"  # noqa: S105 - a test login
+PASSWORD = "the-right-password-42"
 LIMIT = 10
 
 
@@ -41,9 +41,8 @@ def staff(lockout: None, make_user: Any) -> Any:
 
 def admin_login(username: str, password: str, *, ip: str = "10.0.0.1") -> tuple[Client, Any]:
     client = Client(REMOTE_ADDR=ip)
-    response = client.post(
-        "/admin/login/?next=/admin/", {"username": username, "password": password, "next": "/admin/"}
-    )
+    form = {"username": username, "password": password, "next": "/admin/"}
+    response = client.post("/admin/login/?next=/admin/", form)
     return client, response
 
 

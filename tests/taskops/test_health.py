@@ -17,6 +17,12 @@ from zenith.celery import app
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def api_client(make_api_client, make_user):
+    """tasks/health is staff-only: a staff member's client."""
+    return make_api_client(make_user(username="health-staff", is_staff=True))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
