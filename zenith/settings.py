@@ -107,10 +107,13 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.float("ZENITH_LOGIN_COOLOFF_MINUTES", 
 # Either alone locks: one address guessing many usernames, or many addresses guessing one.
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
-# The client address is REMOTE_ADDR (the default): a header the caller writes is not
-# trusted. Behind a proxy, set DJANGO_IPWARE_PROXY_COUNT to the number of proxies.
-AXES_IPWARE_PROXY_COUNT = env.int("DJANGO_IPWARE_PROXY_COUNT", default=0) or None
-if AXES_IPWARE_PROXY_COUNT:
+# The client address is REMOTE_ADDR unless ZENITH_PROXY_COUNT says how many reverse
+# proxies in front of web append to X-Forwarded-For: a header a caller writes is not
+# trusted, and behind a proxy without it every client shares the proxy's address.
+# The DRF throttles read the same count (NUM_PROXIES below).
+ZENITH_PROXY_COUNT = env.int("ZENITH_PROXY_COUNT", default=0)
+AXES_IPWARE_PROXY_COUNT = ZENITH_PROXY_COUNT or None
+if ZENITH_PROXY_COUNT:
     AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 
 ROOT_URLCONF = "zenith.urls"
@@ -215,6 +218,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "zenith.api.exception_handler",
     # Rates are read from ZENITH_THROTTLE_RATES on each request (zenith/throttles.py).
+    "NUM_PROXIES": ZENITH_PROXY_COUNT or None,
     "DEFAULT_THROTTLE_CLASSES": [
         "zenith.throttles.AnonThrottle",
         "zenith.throttles.UserThrottle",

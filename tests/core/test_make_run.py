@@ -32,7 +32,15 @@ def test_make_run_serves_the_demo_and_stops_on_sigterm(tmp_path):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "ZENITH_BROKER_DIR"}
+        # DJANGO_DEBUG too (the test run sets it): `make run` must turn it on by itself.
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "REDIS_URL",
+            "ZENITH_BROKER_DIR",
+            "DJANGO_DEBUG",
+        }
     }
     # The embedded default, in a temp dir so the developer's own zenith.db is untouched.
     env.update(
