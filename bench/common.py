@@ -25,6 +25,8 @@ def setup_django(tmp: Path, *, name: str, keep_redis_broker: bool = False) -> st
     """
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
+    # The development keys (settings fail closed without DEBUG); DEBUG itself is set off below.
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     if not (keep_redis_broker and os.environ.get("CELERY_BROKER_URL", "").startswith("redis://")):
         os.environ["CELERY_BROKER_URL"] = "filesystem://"
         os.environ["ZENITH_BROKER_DIR"] = str(tmp / "broker")
