@@ -107,6 +107,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.float("ZENITH_LOGIN_COOLOFF_MINUTES", 
 # Either alone locks: one address guessing many usernames, or many addresses guessing one.
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
+# No start-up banner in every process's log; failures and lock-outs are still logged.
+AXES_VERBOSE = False
 # The client address is REMOTE_ADDR unless ZENITH_PROXY_COUNT says how many reverse
 # proxies in front of web append to X-Forwarded-For: a header a caller writes is not
 # trusted, and behind a proxy without it every client shares the proxy's address.

@@ -315,6 +315,6 @@ def test_production_logs_json_by_default_and_plain_on_request() -> None:
 
 
 def test_an_unknown_log_format_stops_start_up() -> None:
-    result = run_logging_process({"ZENITH_LOG_FORMAT": "xml"})
+    result = run_logging_process({"DJANGO_DEBUG": "1", "ZENITH_LOG_FORMAT": "xml"})
     assert result.returncode != 0
     assert "ZENITH_LOG_FORMAT must be one of json, plain" in result.stderr
