@@ -24,7 +24,8 @@ class MembershipInline(admin.TabularInline):
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         # Staff who are not superusers pick only people already in organizations they run.
         formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        formfield.queryset = scope_queryset(request, formfield.queryset)
+        if formfield is not None and formfield.queryset is not None:
+            formfield.queryset = scope_queryset(request, formfield.queryset)
         return formfield
 
 

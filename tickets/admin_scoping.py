@@ -17,7 +17,6 @@ users, tokens, login attempts) are superuser-only through `SuperuserOnlyAdmin`.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from django.contrib import admin
@@ -46,30 +45,41 @@ def admin_organization_ids(request: HttpRequest) -> frozenset[int] | None:
     return cached
 
 
-@cache
+_LOOKUPS: dict[type[models.Model], str | None] = {}
+
+
+def _related_models(model: type[models.Model]) -> list[tuple[str, type[models.Model]]]:
+    """(name, model) of the forward foreign keys and one-to-ones of `model`."""
+    pairs = []
+    for field in model._meta.get_fields():
+        related = field.related_model
+        if (field.many_to_one or field.one_to_one) and field.concrete and isinstance(related, type):
+            pairs.append((field.name, related))
+    return pairs
+
+
 def organization_lookup(model: type[models.Model]) -> str | None:
     """The ORM path from `model` to its organization's id ("pk" for Organization itself).
 
     A direct `organization` foreign key wins; otherwise the first foreign key to a model
     that has one (a Slack channel through its workspace, a prediction through its ticket).
     """
+    if model not in _LOOKUPS:
+        _LOOKUPS[model] = _organization_lookup(model)
+    return _LOOKUPS[model]
+
+
+def _organization_lookup(model: type[models.Model]) -> str | None:
     if issubclass(model, Organization):
         return "pk"
     if issubclass(model, get_user_model()):
         return "memberships__organization"
-    fields = [f for f in model._meta.get_fields() if f.many_to_one or f.one_to_one]
-    forward = [f for f in fields if f.concrete and f.related_model is not None]
-    for field in forward:
-        if field.name == "organization" and issubclass(field.related_model, Organization):
-            return "organization"
-    for field in forward:
-        related = field.related_model
-        if any(
-            f.name == "organization" and f.concrete and f.related_model is Organization
-            for f in related._meta.get_fields()
-            if f.many_to_one
-        ):
-            return f"{field.name}__organization"
+    related = _related_models(model)
+    if ("organization", Organization) in related:
+        return "organization"
+    for name, other in related:
+        if ("organization", Organization) in _related_models(other):
+            return f"{name}__organization"
     return None
 
 
@@ -185,20 +195,22 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        if formfield is not None and hasattr(formfield, "queryset"):
+        if formfield is not None and formfield.queryset is not None:
             formfield.queryset = scope_queryset(request, formfield.queryset)
         return formfield
 
     def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         formfield = super().formfield_for_manytomany(db_field, request, **kwargs)
-        if formfield is not None and hasattr(formfield, "queryset"):
+        if formfield is not None and formfield.queryset is not None:
             formfield.queryset = scope_queryset(request, formfield.queryset)
         return formfield
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> Any:
         # The changelist's queryset is already scoped; this keeps an action from ever
         # receiving another tenant's row, whoever builds the queryset.
-        return super().response_action(request, scope_queryset(request, queryset))
+        return super().response_action(request, scope_queryset(request, queryset), *args, **kwargs)
 
 
 class SuperuserOnlyAdmin(admin.ModelAdmin):

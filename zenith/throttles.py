@@ -12,13 +12,14 @@ from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, User
 
 
 class _RatesFromSettings:
-    scope: str
+    scope: str | None
 
     def get_rate(self) -> str | None:
         """None (no limit) when throttling is off or the scope has no rate."""
         if not settings.ZENITH_THROTTLE_ENABLED:
             return None
-        return settings.ZENITH_THROTTLE_RATES.get(self.scope)
+        rates: dict[str, str] = settings.ZENITH_THROTTLE_RATES
+        return rates.get(self.scope or "")
 
 
 class AnonThrottle(_RatesFromSettings, AnonRateThrottle):
