@@ -13,6 +13,7 @@ api_patterns = [
     path("", include("taskops.urls")),
     path("", include("mlmodels.urls")),
     path("", include("integrations.urls")),
+    path("", include("alerts.urls")),
     re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
