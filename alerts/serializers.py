@@ -8,21 +8,9 @@ from rest_framework import serializers
 
 from alerts import services
 from alerts.models import AlertDelivery, AlertIncident, AlertIntegration, AlertRule, AlertRuleKind
-from integrations.slack_serializers import AdminWorkspaceField
+from integrations.slack.serializers import AdminWorkspaceField
 from tickets.models import Role
-from tickets.serializers import OrganizationWithRoleField
-
-
-class _NoUnknownFields(serializers.Serializer):
-    """Refuses fields it does not know, naming them (e.g. ``organization`` in a PATCH)."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError(
-                {name: "this field cannot be set here" for name in sorted(unknown)}
-            )
-        return attrs
+from tickets.serializers import OrganizationWithRoleField, StrictInputSerializer
 
 
 class AlertDeliveryOutputSerializer(serializers.ModelSerializer):
@@ -98,7 +86,7 @@ def _recipients_field(**kwargs: Any) -> serializers.ListField:
     )
 
 
-class AlertRuleCreateInputSerializer(_NoUnknownFields):
+class AlertRuleCreateInputSerializer(StrictInputSerializer):
     organization = OrganizationWithRoleField(min_role=Role.ADMIN)
     name = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=AlertRuleKind.values)
@@ -118,7 +106,7 @@ class AlertRuleCreateInputSerializer(_NoUnknownFields):
     enabled = serializers.BooleanField(default=True)
 
 
-class AlertRuleUpdateInputSerializer(_NoUnknownFields):
+class AlertRuleUpdateInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, required=False)
     kind = serializers.ChoiceField(choices=AlertRuleKind.values, required=False)
     task_pattern = serializers.CharField(max_length=255, allow_blank=True, required=False)

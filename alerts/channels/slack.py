@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from alerts.channels import AlertSendError
-from integrations.clients.slack import (
+from integrations.crypto import DecryptionError
+from integrations.models import SlackWorkspace
+from integrations.slack.client import (
     SlackClientError,
     SlackTransientError,
     make_client,
     post_message,
 )
-from integrations.crypto import DecryptionError
-from integrations.models import SlackWorkspace
 
 if TYPE_CHECKING:
     from alerts.models import AlertDelivery

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from integrations import email_services
+from integrations.email import services as email_services
 from mlmodels import services as ml_services
 from mlmodels.models import ModelVersion, Prediction
 from taskops.models import TaskRecord

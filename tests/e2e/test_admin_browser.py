@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from integrations import email_services
+from integrations.email import services as email_services
 from integrations.models import Mailbox
 from mlmodels.models import ModelVersion
 from mlmodels.services import model_train

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from integrations import email_services
+from integrations.email import services as email_services
 from integrations.models import InboundEmail, Mailbox
 from tests.dovecot import ImapAccount
 from tickets.models import Organization

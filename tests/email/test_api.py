@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from integrations.email_services import mailbox_poll
+from integrations.email.services import mailbox_poll
 from integrations.models import Mailbox
 from tests import email_samples as samples
 from tests.dovecot import ImapAccount

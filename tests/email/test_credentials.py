@@ -10,8 +10,8 @@ from cryptography.fernet import Fernet
 from django.db import connection
 from django.test import Client
 
-from integrations import email_services
-from integrations.email_services import mailbox_poll
+from integrations.email import services as email_services
+from integrations.email.services import mailbox_poll
 from integrations.models import Mailbox
 from tests import email_samples as samples
 from tests.dovecot import ImapAccount

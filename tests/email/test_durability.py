@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from integrations import email_services
-from integrations.clients.imap import ImapMailbox
-from integrations.email_services import mailbox_poll
+from integrations.email import services as email_services
+from integrations.email.services import poll as email_poll
+from integrations.email.client import ImapMailbox
+from integrations.email.services import mailbox_poll
 from integrations.models import InboundEmail, Mailbox
 from tests import email_samples as samples
 from tests.dovecot import ImapAccount
@@ -43,7 +44,7 @@ def test_mail_is_flagged_or_moved_only_once_its_commit_is_on_disk(
 ) -> None:
     if connection.vendor != "postgresql":
         missing("PostgreSQL")
-    monkeypatch.setattr(email_services, "FETCH_BATCH_MESSAGES", 4)
+    monkeypatch.setattr(email_poll, "FETCH_BATCH_MESSAGES", 4)
     append_all(imap_account, [samples.plain(f"Disk {i}", f"Body {i}.\n") for i in range(10)])
     mailbox: Mailbox = make_mailbox(imap_account, processed_folder=processed_folder)
     committed: list[str] = []
@@ -65,7 +66,7 @@ def test_mail_is_flagged_or_moved_only_once_its_commit_is_on_disk(
 
         return tell
 
-    monkeypatch.setattr(email_services, "email_ingest", ingest_and_note)
+    monkeypatch.setattr(email_poll, "email_ingest", ingest_and_note)
     monkeypatch.setattr(ImapMailbox, "mark_seen", noting("mark_seen"))
     monkeypatch.setattr(ImapMailbox, "move", noting("move"))
 

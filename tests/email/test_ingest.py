@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from integrations.email_services import mailbox_poll
+from integrations.email.services import mailbox_poll
 from integrations.models import EmailAttachment, InboundEmail, Mailbox
 from tests import email_samples as samples
 from tests.dovecot import ImapAccount

@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations import email_services
-from integrations.email_services import (
+from integrations.email import services as email_services
+from integrations.email.services import poll as email_poll
+from integrations.email.services import (
     email_sync_organization_summary,
     mailbox_lease_acquire,
     mailbox_lease_release,
@@ -124,8 +125,8 @@ def test_messages_committed_but_not_flagged_are_flagged_by_the_next_poll(
 def test_mail_is_flagged_batch_by_batch_as_the_poll_goes(
     mailbox: Mailbox, imap_account: ImapAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(email_services, "FETCH_BATCH_MESSAGES", 3)
-    monkeypatch.setattr(email_services, "SIZE_LOOKAHEAD", 4)
+    monkeypatch.setattr(email_poll, "FETCH_BATCH_MESSAGES", 3)
+    monkeypatch.setattr(email_poll, "SIZE_LOOKAHEAD", 4)
     append_all(imap_account, plains(8))
 
     def crash_at_seven(done: int, total: int, message: str) -> None:
@@ -142,7 +143,7 @@ def test_mail_is_flagged_batch_by_batch_as_the_poll_goes(
     assert seen_uids(imap_account) == set(range(1, 9))
 
     # A batch is also cut by size: one message at a time when each exceeds the budget.
-    monkeypatch.setattr(email_services, "FETCH_BATCH_BYTES", 1)
+    monkeypatch.setattr(email_poll, "FETCH_BATCH_BYTES", 1)
     append_all(imap_account, plains(3, "Big"))
 
     def crash_at_second(done: int, total: int, message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations.email_services import email_sync_organization, mailbox_poll
+from integrations.email.services import email_sync_organization, mailbox_poll
 from integrations.models import InboundEmail, Mailbox
 from tests import email_samples as samples
 from tests.dovecot import DovecotServer, ImapAccount

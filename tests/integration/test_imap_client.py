@@ -1,4 +1,4 @@
-"""integrations.clients.imap against a real Dovecot (fixtures from tests.dovecot)."""
+"""integrations.email.client against a real Dovecot (fixtures from tests.dovecot)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from imapclient import IMAPClient
 
-from integrations.clients.imap import (
+from integrations.email.client import (
     ImapAuthError,
     ImapFolderError,
     ImapMailbox,
@@ -18,6 +18,7 @@ from integrations.clients.imap import (
     MailboxConfig,
     test_connection,
 )
+from taskops.errors import TransientError
 from tests import email_samples as samples
 from tests.dovecot import DovecotServer, ImapAccount
 
@@ -94,7 +95,7 @@ def test_wrong_password_is_an_auth_error(imap_account: ImapAccount) -> None:
         ImapMailbox(config_for(imap_account, password="wrong")).connect()
     assert not isinstance(excinfo.value, ImapTransientError)
     assert excinfo.value.kind == "auth"
-    assert excinfo.value.retryable is False
+    assert not isinstance(excinfo.value, TransientError)
     assert "AUTHENTICATIONFAILED" in str(excinfo.value)
 
 
@@ -117,7 +118,7 @@ def test_connection_refused_is_transient(closed_port: int) -> None:
     config = MailboxConfig("127.0.0.1", closed_port, "none", "u", "p", timeout=5)
     with pytest.raises(ImapTransientError) as excinfo:
         ImapMailbox(config).connect()
-    assert excinfo.value.retryable is True
+    assert isinstance(excinfo.value, TransientError)
     assert excinfo.value.kind == "transient"
 
 

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import SlackEvent, SlackEventStatus, SlackMessage, SlackWorkspace
-from integrations.slack_services import (
+from integrations.slack.services import (
     slack_event_process,
     slack_event_receive,
     slack_plain_text,

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackUserProfile
-from integrations.slack_services import slack_sync_organization
+from integrations.slack.services import slack_sync_organization
 from tests import slack_server
 from tests.slack.conftest import CHANNEL_ID
 from tests.slack_server import DEFAULT_TEAM_ID, SlackApiServer

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from integrations.models import SlackChannel, SlackMessage, SlackWorkspace
-from integrations.slack_services import slack_sync_organization
+from integrations.slack.services import slack_sync_organization
 from tests.slack.conftest import CHANNEL_ID
 from tests.slack_server import DEFAULT_USER_ID, SlackApiServer
 from tickets.models import Organization, Ticket, TicketMessage

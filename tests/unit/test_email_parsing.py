@@ -1,4 +1,4 @@
-"""Unit tests for integrations.email_parsing: pure functions, no Django, no database."""
+"""Unit tests for integrations.email.parsing: pure functions, no Django, no database."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from integrations import email_parsing
-from integrations.email_parsing import (
+from integrations.email import parsing as email_parsing
+from integrations.email.parsing import (
     EmailParseError,
     ParsedEmail,
     decode_bytes,

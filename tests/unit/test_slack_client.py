@@ -1,4 +1,4 @@
-"""Tests for integrations.clients.slack against the real local Slack API server (no Django)."""
+"""Tests for integrations.slack.client against the real local Slack API server (no Django)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from integrations.clients.slack import (
+from integrations.slack.client import (
     HistoryPage,
     SlackAuthError,
     SlackClientError,
@@ -519,7 +519,7 @@ def test_classify_without_bot_user_id_still_ignores_bot_ids() -> None:
 def test_client_module_does_not_import_django() -> None:
     repo = Path(__file__).resolve().parents[2]
     code = (
-        "import sys, integrations.clients.slack, tests.slack_server;"
+        "import sys, integrations.slack.client, tests.slack_server;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'django', 'rest_framework'});"
         "assert not bad, bad"
     )

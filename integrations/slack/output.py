@@ -8,8 +8,11 @@ from django.core.exceptions import ObjectDoesNotExist
 
 from tickets.models import Source, Ticket
 
+# The relations ``ticket_output`` reads, prefetched by the ticket list.
+OUTPUT_PREFETCHES = ("slack_origin",)
 
-def slack_ticket_output(ticket: Ticket) -> dict[str, Any]:
+
+def ticket_output(ticket: Ticket) -> dict[str, Any]:
     """``{"slack": {...}}`` for tickets that came from Slack, nothing for the others."""
     if ticket.source != Source.SLACK:
         return {}

@@ -19,6 +19,8 @@ from typing import ClassVar, Literal, Self
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 
+from taskops.errors import TransientError
+
 __all__ = [
     "ConnectionTestResult",
     "ImapAuthError",
@@ -54,7 +56,6 @@ class ImapError(Exception):
     """Base class of every error raised by this module."""
 
     kind: ClassVar[str] = "error"
-    retryable: ClassVar[bool] = False
 
 
 class ImapAuthError(ImapError):
@@ -63,11 +64,10 @@ class ImapAuthError(ImapError):
     kind = "auth"
 
 
-class ImapTransientError(ImapError):
+class ImapTransientError(ImapError, TransientError):
     """Network, socket, timeout or temporary server failure; safe to retry later."""
 
     kind = "transient"
-    retryable = True
 
 
 class ImapTLSError(ImapError):

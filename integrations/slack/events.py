@@ -22,8 +22,8 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.django import SlackRequestHandler
 from slack_bolt.authorization import AuthorizeResult
 
-from integrations import slack_services
 from integrations.models import SlackWorkspace
+from integrations.slack import services as slack_services
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.web import SlackResponse
 
+from taskops.errors import TransientError
+
 __all__ = [
     "AUTH_ERROR_CODES",
     "HistoryPage",
@@ -82,7 +84,7 @@ class SlackAuthError(SlackClientError):
     """The token is invalid, revoked or its account is inactive."""
 
 
-class SlackTransientError(SlackClientError):
+class SlackTransientError(SlackClientError, TransientError):
     """A failure worth retrying later: network, 5xx, or rate limit after retries ran out."""
 
     def __init__(

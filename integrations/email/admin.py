@@ -9,7 +9,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from integrations import email_selectors, email_services
+from integrations.email import selectors as email_selectors
+from integrations.email import services as email_services
 from integrations.models import EmailAttachment, InboundEmail, Mailbox
 from taskops.services import triggered_by_label
 

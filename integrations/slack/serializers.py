@@ -9,10 +9,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from integrations import slack_selectors
 from integrations.models import SlackChannel, SlackWorkspace
+from integrations.slack import selectors as slack_selectors
 from tickets.models import Role
-from tickets.serializers import OrganizationWithRoleField
+from tickets.serializers import OrganizationWithRoleField, StrictInputSerializer
 
 _SLACK_ID = RegexValidator(r"^[A-Z0-9]{2,32}$", "a Slack id: upper-case letters and digits")
 _TOKEN = RegexValidator(r"^xox[a-z]-[A-Za-z0-9-]+$", "a Slack token (xoxb-…)")
@@ -27,18 +27,6 @@ class AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
             user=self.context["request"].user
         )
         return workspaces.defer("bot_token")
-
-
-class _NoUnknownFields(serializers.Serializer):
-    """Refuses fields it does not know, naming them (e.g. an immutable one in a PATCH)."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError(
-                {name: "this field cannot be changed" for name in sorted(unknown)}
-            )
-        return attrs
 
 
 class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
@@ -82,7 +70,7 @@ class SlackWorkspaceCreateInputSerializer(serializers.Serializer):
         return value
 
 
-class SlackWorkspaceUpdateInputSerializer(_NoUnknownFields):
+class SlackWorkspaceUpdateInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     bot_token = serializers.CharField(
         max_length=500, write_only=True, required=False, validators=[_TOKEN]
@@ -135,10 +123,6 @@ class SlackChannelCreateInputSerializer(serializers.Serializer):
         return attrs
 
 
-class SlackChannelUpdateInputSerializer(_NoUnknownFields):
+class SlackChannelUpdateInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
-
-
-class SyncTriggerInputSerializer(serializers.Serializer):
-    organization_id = serializers.IntegerField(min_value=1)

@@ -7,10 +7,10 @@ from typing import Any
 from tickets.models import Source, Ticket
 
 # Prefetched with every ticket list, so the hook below costs no query per ticket.
-EMAIL_OUTPUT_PREFETCHES = ("email_attachments",)
+OUTPUT_PREFETCHES = ("email_attachments",)
 
 
-def email_ticket_output(ticket: Ticket) -> dict[str, Any]:
+def ticket_output(ticket: Ticket) -> dict[str, Any]:
     """``{"email": {...}}`` for tickets that came from e-mail, nothing for the others.
 
     Attachments of the ticket and of its e-mail follow-ups are listed with their name,

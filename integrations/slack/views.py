@@ -8,23 +8,20 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from integrations import slack_selectors, slack_services
 from integrations.models import SlackChannel, SlackWorkspace
-from integrations.slack_serializers import (
+from integrations.slack import selectors as slack_selectors
+from integrations.slack import services as slack_services
+from integrations.slack.serializers import (
     SlackChannelCreateInputSerializer,
     SlackChannelOutputSerializer,
     SlackChannelUpdateInputSerializer,
     SlackWorkspaceCreateInputSerializer,
     SlackWorkspaceOutputSerializer,
     SlackWorkspaceUpdateInputSerializer,
-    SyncTriggerInputSerializer,
 )
-from taskops.serializers import TaskEnqueuedOutputSerializer
-from taskops.services import task_enqueue, triggered_by_label
 from tickets.models import Role
-from tickets.permissions import organization_for_role, require_role_of_members
+from tickets.permissions import require_role_of_members
 
 
 class SlackWorkspaceViewSet(
@@ -133,30 +130,3 @@ class SlackChannelViewSet(
             channel=channel, data=serializer.validated_data
         )
         return Response(SlackChannelOutputSerializer(channel, context={"request": request}).data)
-
-
-class SyncTriggerView(APIView):
-    """POST {"organization_id"}: enqueue a sync of one source; 202 with the task id.
-
-    Operators may trigger; an organization the caller does not belong to is 404.
-    """
-
-    task_name = "integrations.tasks.sync_slack_tickets"
-
-    @extend_schema(
-        request=SyncTriggerInputSerializer, responses={202: TaskEnqueuedOutputSerializer}
-    )
-    def post(self, request: Request) -> Response:
-        serializer = SyncTriggerInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        organization = organization_for_role(
-            user=request.user,
-            organization_id=serializer.validated_data["organization_id"],
-            role=Role.OPERATOR,
-        )
-        task_id = task_enqueue(
-            name=self.task_name,
-            kwargs={"organization_id": organization.pk},
-            triggered_by=triggered_by_label(request.user),
-        )
-        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
