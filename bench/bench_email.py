@@ -1,7 +1,7 @@
 """E-mail ingestion throughput: `manage.py sync_email` against a bare imapclient loop.
 
 Both read the same 2,000 messages from the same folder of a throw-away Dovecot
-(tests/dovecot.py) in the same run. The bare loop logs in, searches, fetches
+(tests/support/dovecot.py) in the same run. The bare loop logs in, searches, fetches
 ``BODY.PEEK[]`` in batches of the same size and parses every message with the same
 parser (integrations.email.parsing). ``sync_email`` also takes the mailbox lease,
 writes a ledger row, a ticket and the cursor in one transaction per message, stores
@@ -120,7 +120,7 @@ def _zenith_sync(server: Any, username: str, password: str, index: int) -> float
 
 
 def run() -> list[dict[str, Any]]:
-    from tests.dovecot import DovecotServer, find_dovecot
+    from tests.support.dovecot import DovecotServer, find_dovecot
 
     binary = find_dovecot()
     if binary is None or os.geteuid() != 0:

@@ -262,6 +262,3 @@ class PeriodicTaskAdmin(SuperuserOnlyAdmin, BeatPeriodicTaskAdmin):
 superuser_only_register(
     IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule, TaskResult, GroupResult
 )
-
-# Alert rules, incidents and deliveries: taskops/alert_admin.py.
-from taskops import alert_admin  # noqa: E402, F401

@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
+from alerts.models import AlertDelivery, AlertIncident, AlertRule
 from integrations.models import (
     InboundEmail,
     Mailbox,
@@ -18,7 +19,7 @@ from integrations.models import (
     SlackWorkspace,
 )
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
-from taskops.models import AlertDelivery, AlertIncident, AlertRule, TaskRecord, TaskState
+from taskops.models import TaskRecord, TaskState
 from tickets.models import LabelChange, Membership, Organization, Role, Ticket
 
 STAFF_PASSWORD = "scoped-staff-pass-123"

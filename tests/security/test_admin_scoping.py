@@ -15,9 +15,10 @@ from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
+from alerts.models import AlertRule
 from integrations.models import SlackChannel
 from mlmodels.models import ModelStatus, ModelVersion
-from taskops.models import AlertRule, TaskRecord
+from taskops.models import TaskRecord
 from tickets.models import Membership, Organization, Role, Ticket
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from taskops.models import AlertRule, TaskRecord
+from alerts.models import AlertRule
+from taskops.models import TaskRecord
 from tests.security.conftest import STAFF_PASSWORD
-from tests.services import missing
+from tests.support.services import missing
 
 pytestmark = [pytest.mark.e2e]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.services import database_url, redis_url
+from tests.support.services import database_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
