@@ -31,6 +31,7 @@ PERMISSION_APPS = [
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
     "django_celery_beat",
     "django_celery_results",
     "auth",

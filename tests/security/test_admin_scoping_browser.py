@@ -95,7 +95,7 @@ def test_scoped_staff_sees_and_acts_on_their_organization_only(
     assert response.status == 403
 
     # A tampered form: the checkbox of A's rule made to carry B's id, then "Disable".
-    page.goto(f"{base}{reverse('admin:taskops_alertrule_changelist')}")
+    page.goto(f"{base}{reverse('admin:alerts_alertrule_changelist')}")
     own = alpha.rows["alertrule"].pk
     checkbox = f"input[name=_selected_action][value='{own}']"
     page.eval_on_selector(checkbox, "(el, id) => el.value = String(id)", bravo.rows["alertrule"].pk)
