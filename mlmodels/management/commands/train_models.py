@@ -33,6 +33,11 @@ class Command(BaseCommand):
             action="store_true",
             help="train even when no label changed since the last run",
         )
+        parser.add_argument(
+            "--classify-after",
+            action="store_true",
+            help="with --async: classify the unclassified tickets once training is done",
+        )
         add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,6 +51,7 @@ class Command(BaseCommand):
                         "organization_id": organization.pk,
                         "targets": targets,
                         "only_changed": only_changed,
+                        "classify_after": options["classify_after"],
                     },
                     triggered_by="command:train_models",
                 )
