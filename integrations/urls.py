@@ -17,6 +17,9 @@ router.register(
     "integrations/slack/channels", slack_views.SlackChannelViewSet, basename="slack-channel"
 )
 router.register("integrations/mailboxes", email_views.MailboxViewSet, basename="mailbox")
+router.register(
+    "integrations/inbound-emails", email_views.InboundEmailViewSet, basename="inbound-email"
+)
 
 urlpatterns: list[URLPattern | URLResolver] = [
     re_path(

@@ -178,8 +178,19 @@ def _delete_in_batches(queryset: models.QuerySet[Any], *, batch_size: int) -> in
         deleted += count
 
 
+# Other apps' retention jobs run with the hourly cleanup: {name: () -> rows removed}.
+# Registered in their AppConfig.ready, so taskops imports none of them.
+_cleanups: dict[str, Callable[[], int]] = {}
+
+
+def cleanup_register(name: str, cleanup: Callable[[], int]) -> None:
+    """Run ``cleanup`` in ``cleanup_old_task_results``; its count is reported under ``name``."""
+    _cleanups[name] = cleanup
+
+
 def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, int]:
-    """Delete ledger rows older than ZENITH_TASK_RETENTION_DAYS and expired result rows.
+    """Delete ledger rows older than ZENITH_TASK_RETENTION_DAYS and expired result rows,
+    then run the registered cleanups of other apps (e.g. raw e-mail past its retention).
 
     In batches, so neither a million rows in memory nor one long-locking statement.
     """
@@ -188,7 +199,7 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
     now = timezone.now()
     cutoff = now - timedelta(days=settings.ZENITH_TASK_RETENTION_DAYS)
     results_cutoff = now - timedelta(seconds=_result_expires_seconds())
-    return {
+    report = {
         "ledger": _delete_in_batches(
             TaskRecord.objects.filter(queued_at__lt=cutoff), batch_size=batch_size
         ),
@@ -199,6 +210,9 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
             GroupResult.objects.filter(date_done__lt=results_cutoff), batch_size=batch_size
         ),
     }
+    for name, cleanup in _cleanups.items():
+        report[name] = cleanup()
+    return report
 
 
 def _result_expires_seconds() -> float:

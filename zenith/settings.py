@@ -302,6 +302,8 @@ ZENITH_LEDGER_RETRY_SECONDS = env.float("ZENITH_LEDGER_RETRY_SECONDS", default=6
 ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+# The original .eml of every ingested message is kept (compressed) this long.
+ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
 
 # ------------------------------------------------------------------------------
 # Integrations and operations
