@@ -7,16 +7,18 @@ from typing import Any
 from rest_framework import serializers
 
 from taskops.models import TaskRecord, TaskState
-from tickets.models import Organization
+from taskops.services import BULK_RETRY_CAP
 
 
 class TaskOutputSerializer(serializers.ModelSerializer):
     """A task as lists show it."""
 
-    organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
-        slug_field="slug", read_only=True
+    organization = serializers.IntegerField(
+        source="organization_id", read_only=True, allow_null=True, help_text="organization id"
     )
-    organization_id = serializers.IntegerField(read_only=True, allow_null=True)
+    organization_slug = serializers.CharField(
+        source="organization.slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = TaskRecord
@@ -26,7 +28,7 @@ class TaskOutputSerializer(serializers.ModelSerializer):
             "queue",
             "state",
             "organization",
-            "organization_id",
+            "organization_slug",
             "args",
             "kwargs",
             "progress",
@@ -117,3 +119,48 @@ class TaskEnqueuedOutputSerializer(serializers.Serializer):
             for key, value in super().to_representation(instance).items()
             if value is not None
         }
+
+
+class TaskBulkRetryInputSerializer(serializers.Serializer):
+    """POST tasks/retry: the tasks to retry, by id or by the task search's filters."""
+
+    task_ids = serializers.ListField(
+        child=serializers.CharField(max_length=255),
+        required=False,
+        allow_empty=False,
+        max_length=BULK_RETRY_CAP,
+        help_text=f"task ids (at most {BULK_RETRY_CAP})",
+    )
+    filter = serializers.DictField(
+        required=False,
+        allow_empty=False,
+        help_text="the task search's query parameters, e.g. "
+        '{"state": ["FAILURE"], "name": "…", "kwargs_contains": {"organization_id": 3}}; '
+        "state defaults to FAILURE and REVOKED",
+    )
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=BULK_RETRY_CAP,
+        default=BULK_RETRY_CAP,
+        help_text="most tasks retried by this call (oldest first)",
+    )
+    dry_run = serializers.BooleanField(default=False, help_text="report, retry nothing")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
+        if ("task_ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError(
+                {"task_ids": "give either task_ids or filter (exactly one of them)"}
+            )
+        return attrs
+
+
+class TaskBulkRetryOutputSerializer(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="tasks the ids or the filter matched")
+    capped = serializers.BooleanField(help_text="more matched than this call retries")
+    dry_run = serializers.BooleanField()
+    retried = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    would_retry = serializers.ListField(child=serializers.CharField())
+    skipped = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))

@@ -6,8 +6,8 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,21 @@ STUCK_STATES = (TaskState.PENDING, TaskState.STARTED, TaskState.PROGRESS)
 
 class TaskStateConflict(Exception):
     """The task's state does not allow what was asked (retrying a success, cancelling a failure)."""
+
+
+class TaskNotRetryable(TaskStateConflict):
+    """The ledger row names a task this deployment does not define: it is never re-sent."""
+
+
+# Most tasks one bulk retry re-sends.
+BULK_RETRY_CAP = 500
+
+
+def task_name_is_registered(name: str) -> bool:
+    """Whether `name` is one of Zenith's tasks (registered with the app; Celery's own are not)."""
+    from zenith.celery import app
+
+    return bool(name) and not name.startswith("celery.") and name in app.tasks
 
 
 def triggered_by_label(user: Any | None) -> str:
@@ -135,7 +150,13 @@ def task_cancel(*, record: TaskRecord, user: Any | None) -> TaskRecord:
 
 
 def task_retry(*, record: TaskRecord, user: Any | None) -> str:
-    """Run a failed or revoked task again with the same name and arguments; return the new id."""
+    """Run a failed or revoked task again with the same name and arguments; return the new id.
+
+    Only Zenith's registered tasks are re-sent: a ledger row's name is whatever a message
+    said, and retrying must not become a way to send an arbitrary task name.
+    """
+    if not task_name_is_registered(record.name):
+        raise TaskNotRetryable(f"{record.name!r} is not a registered Zenith task")
     if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
         raise TaskStateConflict(
             f"the task is {record.state}; only a FAILURE or REVOKED task can be retried"
@@ -156,6 +177,76 @@ def task_retry(*, record: TaskRecord, user: Any | None) -> str:
         organization_id=record.organization_id,
         retry_of=record.task_id,
     )
+
+
+@dataclass
+class BulkRetryReport:
+    """What one bulk retry did: re-sent tasks (new id, original) and skipped ones (why)."""
+
+    retried: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+    # A dry run: the ids that would be retried.
+    would_retry: list[str] = field(default_factory=list)
+
+
+def task_retry_many(
+    *,
+    records: list[TaskRecord],
+    user: Any | None,
+    operable_organization_ids: set[int] | None,
+    missing: Sequence[str] = (),
+    dry_run: bool = False,
+) -> BulkRetryReport:
+    """Retry each record that the caller operates and that is FAILURE or REVOKED.
+
+    `operable_organization_ids` are the organizations where the caller is an operator (None:
+    every one, a superuser). Tasks with no organization need staff. `missing` ids are
+    reported as "no such task", the same for ids that exist elsewhere, so nothing leaks.
+    A broker outage stops the run: the rest are skipped, and if nothing was sent it raises.
+    """
+    report = BulkRetryReport(retried=[], skipped=[])
+    staff = bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+    broker_down: BrokerError | None = None
+    for record in records:
+
+        def skip(reason: str, record: TaskRecord = record) -> None:
+            report.skipped.append({"task_id": record.task_id, "reason": reason})
+
+        if broker_down is not None:
+            skip(f"the task queue is unavailable ({broker_down})")
+            continue
+        if record.organization_id is None:
+            allowed = staff
+        else:
+            allowed = (
+                operable_organization_ids is None
+                or record.organization_id in operable_organization_ids
+            )
+        if not allowed:
+            skip("this needs the operator role in the task's organization")
+            continue
+        if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
+            skip(f"the task is {record.state}; only a FAILURE or REVOKED task can be retried")
+            continue
+        if dry_run:
+            if not task_name_is_registered(record.name):
+                skip(f"{record.name!r} is not a registered Zenith task")
+            else:
+                report.would_retry.append(record.task_id)
+            continue
+        try:
+            new_id = task_retry(record=record, user=user)
+        except TaskStateConflict as exc:
+            skip(str(exc))
+        except BrokerError as exc:
+            broker_down = exc
+            skip(f"the task queue is unavailable ({exc})")
+        else:
+            report.retried.append({"task_id": new_id, "retry_of": record.task_id})
+    if broker_down is not None and not report.retried:
+        raise broker_down
+    report.skipped.extend({"task_id": task_id, "reason": "no such task"} for task_id in missing)
+    return report
 
 
 def heartbeat_record(*, name: str, details: dict[str, Any] | None = None) -> Heartbeat:

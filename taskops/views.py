@@ -6,22 +6,28 @@ import logging
 from typing import Any
 
 from django.http import Http404
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from taskops import health, selectors, services
-from taskops.models import TaskRecord
+from taskops.filters import TASK_ORDERING_FIELDS, TaskFilter, task_filter_data
+from taskops.models import TaskRecord, TaskState
 from taskops.serializers import (
     ActiveTaskOutputSerializer,
+    TaskBulkRetryInputSerializer,
+    TaskBulkRetryOutputSerializer,
     TaskDetailOutputSerializer,
     TaskEnqueuedOutputSerializer,
     TaskListFilterSerializer,
     TaskOutputSerializer,
 )
+from tickets.api import OrderingFilter
+from tickets.models import Role
 from tickets.selectors import organization_list_for_user
 
 logger = logging.getLogger(__name__)
@@ -33,9 +39,77 @@ class TaskViewSet(viewsets.GenericViewSet):
     """Tasks in the ledger: viewers read; operators cancel and retry; superusers see all."""
 
     serializer_class = TaskOutputSerializer
+    # The search (list) only; the seed's actions keep their own parameters.
+    filter_backends = [DjangoFilterBackend, OrderingFilter]
+    filterset_class = TaskFilter
+    ordering_fields = TASK_ORDERING_FIELDS
+    ordering = ["-queued_at", "-id"]
 
     def get_queryset(self) -> Any:
         return selectors.task_list_for_user(user=self.request.user)
+
+    def list(self, request: Request) -> Response:
+        """Search the tasks the caller may see: state, name, organization, queue, who, when,
+        and arguments (args_contains / kwargs_contains); newest first unless ?ordering=."""
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        data = TaskOutputSerializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(
+        filters=False,
+        request=TaskBulkRetryInputSerializer,
+        responses={200: TaskBulkRetryOutputSerializer, 202: TaskBulkRetryOutputSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="retry", url_name="retry-many")
+    def retry_many(self, request: Request) -> Response:
+        """Retry many FAILURE/REVOKED tasks, by ids or by a search filter (operators).
+
+        At most `limit` (≤ 500) are retried per call, oldest first; each is reported as
+        retried (new id) or skipped (why). Ids of tasks the caller cannot see are reported
+        as "no such task", like ids that do not exist.
+        """
+        serializer = TaskBulkRetryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        visible = self.get_queryset()
+        missing: list[str] = []
+        if "task_ids" in data:
+            wanted = list(dict.fromkeys(data["task_ids"]))
+            found = {record.task_id: record for record in visible.filter(task_id__in=wanted)}
+            missing = [task_id for task_id in wanted if task_id not in found]
+            matched = [found[task_id] for task_id in wanted if task_id in found]
+            records = matched[: data["limit"]]
+            total = len(matched)
+        else:
+            try:
+                query = task_filter_data(data["filter"])
+            except KeyError as exc:
+                raise ValidationError({"filter": {str(exc.args[0]): "unknown filter"}}) from None
+            if "state" not in query:
+                query.setlist("state", [TaskState.FAILURE, TaskState.REVOKED])
+            filterset = TaskFilter(data=query, queryset=visible, request=request)
+            if not filterset.is_valid():
+                raise ValidationError({"filter": filterset.errors})
+            matches = filterset.qs.order_by("queued_at", "id")
+            total = matches.count()
+            records = list(matches[: data["limit"]])
+        report = services.task_retry_many(
+            records=records,
+            user=request.user,
+            operable_organization_ids=_operable_organization_ids(request.user),
+            missing=missing,
+            dry_run=data["dry_run"],
+        )
+        body = {
+            "matched": total,
+            "capped": total > len(records),
+            "dry_run": data["dry_run"],
+            "retried": report.retried,
+            "would_retry": report.would_retry,
+            "skipped": report.skipped,
+        }
+        accepted = report.retried and not data["dry_run"]
+        return Response(body, status=status.HTTP_202_ACCEPTED if accepted else status.HTTP_200_OK)
 
     def _record(self, task_id: str) -> TaskRecord:
         record = selectors.task_get_for_user(user=self.request.user, task_id=task_id)
@@ -56,9 +130,11 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response(TaskDetailOutputSerializer(record, context=context).data)
 
     @extend_schema(
+        filters=False,
         parameters=[
             TaskListFilterSerializer,
             OpenApiParameter("page", int, description="page number"),
+            OpenApiParameter("page_size", int, description="rows per page (at most 500)"),
         ],
         responses=TaskOutputSerializer(many=True),
     )
@@ -71,7 +147,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     def organization_tasks(self, request: Request, org_id: str) -> Response:
         """An organization's tasks, newest first, paginated; filter by state and name."""
         organizations = organization_list_for_user(user=request.user)
-        lookup = {"pk": int(org_id)} if org_id.isdigit() else {"slug": org_id}
+        # ASCII digits only: "²".isdigit() is true, and int("²") raises.
+        lookup = {"pk": int(org_id)} if org_id.isascii() and org_id.isdigit() else {"slug": org_id}
         organization = organizations.filter(**lookup).first()
         if organization is None:
             raise Http404("no such organization")
@@ -86,7 +163,14 @@ class TaskViewSet(viewsets.GenericViewSet):
         data = TaskOutputSerializer(page, many=True, context={"request": request}).data
         return self.get_paginated_response(data)
 
-    @extend_schema(responses=ActiveTaskOutputSerializer(many=True))
+    @extend_schema(
+        filters=False,
+        parameters=[
+            OpenApiParameter("page", int, description="page number"),
+            OpenApiParameter("page_size", int, description="rows per page (at most 500)"),
+        ],
+        responses=ActiveTaskOutputSerializer(many=True),
+    )
     @action(detail=False, methods=["get"], url_path="active", url_name="active")
     def active(self, request: Request) -> Response:
         """Tasks queued, running or waiting to retry, cross-checked with the workers."""
@@ -140,6 +224,14 @@ class TaskViewSet(viewsets.GenericViewSet):
         return Response(
             report, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE
         )
+
+
+def _operable_organization_ids(user: Any) -> set[int] | None:
+    """Organizations where the caller may retry and cancel (None: all, a superuser)."""
+    if user.is_superuser:
+        return None
+    organizations = organization_list_for_user(user=user, min_role=Role.OPERATOR)
+    return set(organizations.values_list("pk", flat=True))
 
 
 def _ask_workers(task_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, Any]]:
