@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -49,10 +50,20 @@ class TaskNotRetryable(TaskStateConflict):
 BULK_RETRY_CAP = 500
 
 
+@functools.cache
+def _tasks_discovered() -> bool:
+    """Import every app's tasks module once (Celery's autodiscovery runs at worker start only)."""
+    from zenith.celery import app
+
+    app.loader.import_default_modules()
+    return True
+
+
 def task_name_is_registered(name: str) -> bool:
     """Whether `name` is one of Zenith's tasks (registered with the app; Celery's own are not)."""
     from zenith.celery import app
 
+    _tasks_discovered()
     return bool(name) and not name.startswith("celery.") and name in app.tasks
 
 
