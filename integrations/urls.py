@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, re_path
 
-from integrations import email_api, slack_events, slack_views
+from integrations import email_api, slack_events, slack_views, sync_views
 from tickets.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
@@ -17,6 +17,13 @@ router.register(
 router.register("integrations/mailboxes", email_api.MailboxViewSet, basename="mailbox")
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    # --- Every source ---
+    re_path(
+        r"^tasks/sync/organization/?$",
+        sync_views.SyncOrganizationView.as_view(),
+        name="sync-organization",
+    ),
+    re_path(r"^tasks/sync/all/?$", sync_views.SyncAllView.as_view(), name="sync-all"),
     # --- Slack ---
     re_path(
         r"^integrations/slack/events/?$",

@@ -23,6 +23,8 @@ from taskops.models import (
     ACTIVE_STATES,
     RUNNING_STATES,
     Heartbeat,
+    ScheduleChange,
+    ScheduleChangeAction,
     SchedulerLease,
     TaskRecord,
     TaskState,
@@ -42,8 +44,8 @@ class TaskStateConflict(Exception):
     """The task's state does not allow what was asked (retrying a success, cancelling a failure)."""
 
 
-class TaskNotRetryable(TaskStateConflict):
-    """The ledger row names a task this deployment does not define: it is never re-sent."""
+class TaskNotRegistered(TaskStateConflict):
+    """A ledger row or a schedule names a task Zenith does not define: it is never sent."""
 
 
 # Most tasks one bulk retry re-sends.
@@ -167,7 +169,7 @@ def task_retry(*, record: TaskRecord, user: Any | None) -> str:
     said, and retrying must not become a way to send an arbitrary task name.
     """
     if not task_name_is_registered(record.name):
-        raise TaskNotRetryable(f"{record.name!r} is not a registered Zenith task")
+        raise TaskNotRegistered(f"{record.name!r} is not a registered Zenith task")
     if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
         raise TaskStateConflict(
             f"the task is {record.state}; only a FAILURE or REVOKED task can be retried"
@@ -484,3 +486,130 @@ def periodic_tasks_setup(
             for name in names:
                 log(f"{kind}: {name}")
     return outcome
+
+
+# ------------------------------------------------------------------------------
+# Schedules: changes over the API and the admin, each one recorded
+# ------------------------------------------------------------------------------
+CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone")
+
+
+def _json_or_text(text: str | None, empty: Any) -> Any:
+    try:
+        return json.loads(text) if text else empty
+    except ValueError:
+        return text
+
+
+def schedule_snapshot(periodic: Any) -> dict[str, Any]:
+    """The editable fields of a PeriodicTask as JSON: what a change record's before/after hold."""
+    interval = periodic.interval
+    crontab = periodic.crontab
+    return {
+        "name": periodic.name,
+        "task": periodic.task,
+        "enabled": periodic.enabled,
+        "description": periodic.description,
+        "interval": {"every": interval.every, "period": interval.period} if interval else None,
+        "crontab": (
+            {name: str(getattr(crontab, name)) for name in CRONTAB_FIELDS} if crontab else None
+        ),
+        "args": _json_or_text(periodic.args, []),
+        "kwargs": _json_or_text(periodic.kwargs, {}),
+        "queue": periodic.queue or "",
+        "one_off": periodic.one_off,
+    }
+
+
+def schedule_change_record(
+    *,
+    periodic: Any,
+    action: str,
+    user: Any | None,
+    source: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> ScheduleChange:
+    """Write who changed which schedule how (before/after snapshots)."""
+    return ScheduleChange.objects.create(
+        periodic_task_id=periodic.pk,
+        periodic_task_name=periodic.name,
+        action=action,
+        actor=triggered_by_label(user),
+        actor_username=getattr(user, "username", "") or "",
+        source=source,
+        before=before,
+        after=after,
+    )
+
+
+def schedule_update(
+    *, periodic_id: int, changes: dict[str, Any], user: Any | None, source: str
+) -> Any:
+    """Apply validated `changes` to a schedule and record them; unchanged saves record nothing.
+
+    `changes` may hold enabled, description, args (list), kwargs (dict), interval
+    ({every, period}) or crontab ({minute, hour, ...}); a new interval or crontab replaces
+    whatever schedule the task had. Beat picks the change up through django-celery-beat's
+    change tracking (PeriodicTask.save).
+    """
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    with transaction.atomic():
+        periodic = (
+            PeriodicTask.objects.select_for_update(of=("self",))
+            .select_related("interval", "crontab")
+            .get(pk=periodic_id)
+        )
+        before = schedule_snapshot(periodic)
+        for name in ("enabled", "description"):
+            if name in changes:
+                setattr(periodic, name, changes[name])
+        for name in ("args", "kwargs"):
+            if name in changes:
+                setattr(periodic, name, json.dumps(changes[name]))
+        if changes.get("interval") is not None:
+            periodic.interval = _first_or_create(IntervalSchedule, **changes["interval"])
+            periodic.crontab = periodic.solar = periodic.clocked = None
+        if changes.get("crontab") is not None:
+            crontab = {"timezone": settings.TIME_ZONE, **changes["crontab"]}
+            periodic.crontab = _first_or_create(CrontabSchedule, **crontab)
+            periodic.interval = periodic.solar = periodic.clocked = None
+        periodic.save()
+        after = schedule_snapshot(periodic)
+        if after != before:
+            schedule_change_record(
+                periodic=periodic,
+                action=ScheduleChangeAction.CHANGED,
+                user=user,
+                source=source,
+                before=before,
+                after=after,
+            )
+    return periodic
+
+
+def schedule_run(*, periodic: Any, user: Any | None, source: str) -> str:
+    """Send a schedule's task now with its arguments and queue; record it; return the task id."""
+    if not task_name_is_registered(periodic.task):
+        raise TaskNotRegistered(f"{periodic.task!r} is not a registered Zenith task")
+    args = _json_or_text(periodic.args, [])
+    kwargs = _json_or_text(periodic.kwargs, {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise TaskStateConflict("the schedule's args or kwargs are not valid JSON")
+    task_id = task_enqueue(
+        name=periodic.task,
+        args=args,
+        kwargs=kwargs,
+        queue=periodic.queue or None,
+        triggered_by=triggered_by_label(user),
+    )
+    schedule_change_record(
+        periodic=periodic,
+        action=ScheduleChangeAction.RUN,
+        user=user,
+        source=source,
+        before=None,
+        after={"task_id": task_id},
+    )
+    return task_id

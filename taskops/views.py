@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import django_filters
 from django.http import Http404
+from django_celery_beat.models import PeriodicTask
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -19,6 +21,9 @@ from taskops.filters import TASK_ORDERING_FIELDS, TaskFilter, task_filter_data
 from taskops.models import TaskRecord, TaskState
 from taskops.serializers import (
     ActiveTaskOutputSerializer,
+    ScheduleChangeOutputSerializer,
+    ScheduleOutputSerializer,
+    ScheduleUpdateInputSerializer,
     TaskBulkRetryInputSerializer,
     TaskBulkRetryOutputSerializer,
     TaskDetailOutputSerializer,
@@ -26,7 +31,7 @@ from taskops.serializers import (
     TaskListFilterSerializer,
     TaskOutputSerializer,
 )
-from tickets.api import OrderingFilter
+from tickets.api import OrderingFilter, SearchFilter
 from tickets.models import Role
 from tickets.selectors import organization_list_for_user
 
@@ -251,3 +256,87 @@ def _ask_workers(task_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[
             state = info[0] if isinstance(info, list | tuple) and info else str(info)
             seen[task_id] = (hostname, state)
     return seen, {"asked": True, "answered": sorted(replies)}
+
+
+class ScheduleFilter(django_filters.FilterSet):
+    enabled = django_filters.BooleanFilter()
+    task = django_filters.CharFilter(help_text="task name, exactly")
+
+    class Meta:
+        model = PeriodicTask
+        fields: list[str] = []
+
+
+class ScheduleViewSet(viewsets.GenericViewSet):
+    """Periodic tasks (django-celery-beat): see, enable/disable, reschedule, change arguments,
+    run now. Superusers and staff manage all; an organization's admins manage the schedules
+    whose kwargs name their organization (`organization_id`). Every change is recorded."""
+
+    serializer_class = ScheduleOutputSerializer
+    filter_backends = [DjangoFilterBackend, SearchFilter, OrderingFilter]
+    filterset_class = ScheduleFilter
+    search_fields = ["name", "task", "description"]
+    ordering_fields = ["id", "name", "task", "last_run_at", "date_changed"]
+    ordering = ["name"]
+    http_method_names = ["get", "patch", "post", "head", "options"]
+
+    def get_queryset(self) -> Any:
+        return selectors.schedule_list_for_user(user=self.request.user)
+
+    def list(self, request: Request) -> Response:
+        """The schedules the caller manages."""
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(
+            ScheduleOutputSerializer(page, many=True, context={"request": request}).data
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(ScheduleOutputSerializer(self._schedule(pk)).data)
+
+    @extend_schema(request=ScheduleUpdateInputSerializer, responses=ScheduleOutputSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        """Change enabled, description, interval or crontab, args or kwargs (recorded)."""
+        periodic = self._schedule(pk)
+        serializer = ScheduleUpdateInputSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        periodic = services.schedule_update(
+            periodic_id=periodic.pk,
+            changes=serializer.validated_data,
+            user=request.user,
+            source="api",
+        )
+        return Response(ScheduleOutputSerializer(periodic).data)
+
+    @extend_schema(request=None, responses={202: TaskEnqueuedOutputSerializer})
+    @action(detail=True, methods=["post"], url_path="run", url_name="run")
+    def run(self, request: Request, pk: str) -> Response:
+        """Send the schedule's task now with its arguments (recorded); 202 with the task id."""
+        periodic = self._schedule(pk)
+        try:
+            task_id = services.schedule_run(periodic=periodic, user=request.user, source="api")
+        except services.TaskStateConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        filters=False,
+        parameters=[
+            OpenApiParameter("page", int, description="page number"),
+            OpenApiParameter("page_size", int, description="rows per page (at most 500)"),
+        ],
+        responses=ScheduleChangeOutputSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], url_path="history", url_name="history")
+    def history(self, request: Request, pk: str) -> Response:
+        """Who changed or ran the schedule, when, and its fields before and after."""
+        periodic = self._schedule(pk)
+        page = self.paginate_queryset(selectors.schedule_changes(periodic_id=periodic.pk))
+        return self.get_paginated_response(ScheduleChangeOutputSerializer(page, many=True).data)
+
+    def _schedule(self, pk: str) -> Any:
+        if not (pk.isascii() and pk.isdigit()) or len(pk) > 18:
+            raise Http404("no such schedule")
+        periodic = self.get_queryset().filter(pk=int(pk)).first()
+        if periodic is None:
+            raise Http404("no such schedule")
+        return periodic
