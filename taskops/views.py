@@ -61,6 +61,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(data)
 
     @extend_schema(
+        operation_id="tasks_retry_many",
         filters=False,
         request=TaskBulkRetryInputSerializer,
         responses={200: TaskBulkRetryOutputSerializer, 202: TaskBulkRetryOutputSerializer},
