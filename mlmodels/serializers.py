@@ -7,7 +7,6 @@ from typing import Any
 from rest_framework import serializers
 
 from mlmodels.models import ModelVersion, Target
-from tickets.models import Organization
 
 
 class _StrictSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
@@ -11,6 +12,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.http import QueryDict
+from django_filters.fields import IsoDateTimeField
 
 from taskops.models import TaskRecord, TaskState
 
@@ -30,6 +32,23 @@ class CommaMultipleChoiceField(forms.MultipleChoiceField):
 
 class CommaMultipleChoiceFilter(django_filters.MultipleChoiceFilter):
     field_class = CommaMultipleChoiceField
+
+
+class UTCIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601, converted to UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO allows."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("out of range") from None
+
+
+class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCIsoDateTimeField
 
 
 class JSONContainsField(forms.CharField):
@@ -110,14 +129,14 @@ class TaskFilter(django_filters.FilterSet):
     queue = django_filters.CharFilter()
     triggered_by = django_filters.CharFilter(help_text='"user:<id>", "beat:<schedule>" or "system"')
     retry_of = django_filters.CharFilter(help_text="retries of this task id")
-    created_after = django_filters.IsoDateTimeFilter(
+    created_after = UTCIsoDateTimeFilter(
         field_name="queued_at", lookup_expr="gte", help_text="queued at or after (ISO 8601)"
     )
-    created_before = django_filters.IsoDateTimeFilter(
+    created_before = UTCIsoDateTimeFilter(
         field_name="queued_at", lookup_expr="lt", help_text="queued before (ISO 8601)"
     )
-    finished_after = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
-    finished_before = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+    finished_after = UTCIsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = UTCIsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
     args_contains = JSONContainsFilter(
         json_type=list,
         method="filter_args_contains",

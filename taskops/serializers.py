@@ -231,7 +231,8 @@ class ScheduleOutputSerializer(serializers.Serializer):
         organization_id = schedule_organization_id(periodic)
         if organization_id is None:
             return None
-        slugs: dict[int, str] = self.context.setdefault("organization_slugs", {})
+        # One query per organization per response, shared by the rows of a list.
+        slugs: dict[int, str | None] = self.root.__dict__.setdefault("_organization_slugs", {})
         if organization_id not in slugs:
             slugs[organization_id] = (
                 Organization.objects.filter(pk=organization_id)
