@@ -15,7 +15,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from integrations.slack_serializers import AdminWorkspaceField
+from integrations.slack.serializers import AdminWorkspaceField
 from taskops import alerts
 from taskops.models import (
     AlertDelivery,

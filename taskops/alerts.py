@@ -620,14 +620,14 @@ class AlertSendError(Exception):
 
 
 def _slack_send(*, delivery: AlertDelivery) -> None:
-    from integrations.clients.slack import (
+    from integrations.crypto import DecryptionError
+    from integrations.models import SlackWorkspace
+    from integrations.slack.client import (
         SlackClientError,
         SlackTransientError,
         make_client,
         post_message,
     )
-    from integrations.crypto import DecryptionError
-    from integrations.models import SlackWorkspace
 
     rule = delivery.incident.rule
     workspaces = SlackWorkspace.objects.filter(organization_id=rule.organization_id, enabled=True)

@@ -29,7 +29,7 @@ from taskops.models import (
     TaskRecord,
     TaskState,
 )
-from tests.slack_server import DEFAULT_TEAM_ID, DEFAULT_TOKEN, SlackApiServer
+from tests.support.slack_server import DEFAULT_TEAM_ID, DEFAULT_TOKEN, SlackApiServer
 from tests.taskops.helpers import wait_for, wait_for_state
 from tickets.models import Organization, Role
 from zenith.celery import app
