@@ -359,7 +359,3 @@ class ScheduleChangeAdmin(ReadOnlyAdmin):
         "changed_at",
     ]
     exclude = ["periodic_task"]
-
-
-# Alert rules, incidents and deliveries: taskops/alert_admin.py.
-from taskops import alert_admin  # noqa: E402, F401

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from datetime import timedelta
+import re
+from collections import Counter
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -130,3 +133,34 @@ def schedule_changes(*, periodic_id: int) -> QuerySet[ScheduleChange]:
     return ScheduleChange.objects.filter(periodic_task_id=periodic_id).order_by(
         "-changed_at", "-id"
     )
+
+
+def task_failures_count(
+    *, organization: Organization, pattern: str, since: datetime, id_limit: int = 10
+) -> tuple[Counter[str], list[str], str]:
+    """Failures since `since` of tasks matching `pattern`: per name, newest ids, last error."""
+    # updated_at >= finished_at (the finishing write sets both), so this bound lets the
+    # (state, updated_at) index find the rows.
+    failures = TaskRecord.objects.filter(
+        organization=organization,
+        state=TaskState.FAILURE,
+        updated_at__gte=since,
+        finished_at__gte=since,
+    )
+    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    if prefix:
+        failures = failures.filter(name__startswith=prefix)
+    counts: Counter[str] = Counter()
+    task_ids: list[str] = []
+    last_error = ""
+    for name, task_id, error in failures.order_by("-finished_at", "-id").values_list(
+        "name", "task_id", "error"
+    ):
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        counts[name] += 1
+        if len(task_ids) < id_limit:
+            task_ids.append(task_id)
+        if not last_error and error:
+            last_error = error
+    return counts, task_ids, last_error

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
 ]
 
 MIDDLEWARE = [

@@ -20,7 +20,8 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from integrations.models import Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
-from taskops.models import AlertIncident, AlertRule, TaskRecord, TaskState
+from taskops.models import TaskRecord, TaskState
+from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
 from tests.mlmodels.conftest import purge_queues
 from tickets.models import Organization, Role, Ticket
 
@@ -33,6 +34,7 @@ SNAPSHOT_APPS = (
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
     "django_celery_results",
     "django_celery_beat",
 )
@@ -104,12 +106,10 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         updated_at=now,
         finished_at=now,
     )
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         organization=org, name=SECRET, task_pattern="taskops.*", email_recipients=[SECRET]
     )
-    incident = AlertIncident.objects.create(
-        rule=rule, organization=org, summary=SECRET, opened_at=now, last_seen_at=now
-    )
+    incident = AlertIncidentFactory(rule=rule, summary=SECRET, opened_at=now)
     schedule = PeriodicTask.objects.create(
         name=SECRET,
         task="integrations.tasks.process_email_tickets",

@@ -18,15 +18,10 @@ from django.test import Client
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
+from alerts.models import AlertIncident, AlertRule
 from integrations.models import Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
-from taskops.models import (
-    AlertIncident,
-    AlertRule,
-    ScheduleChange,
-    TaskRecord,
-    TaskState,
-)
+from taskops.models import ScheduleChange, TaskRecord, TaskState
 from taskops.services import periodic_tasks_setup, schedule_update
 from tests.tickets.factories import TicketFactory
 from tickets.models import Role

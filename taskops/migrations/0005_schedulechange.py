@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('django_celery_beat', '0019_alter_periodictasks_options'),
-        ('taskops', '0003_alerts'),
+        ('taskops', '0004_alerts_moved_to_alerts_app'),
     ]
 
     operations = [
