@@ -244,9 +244,8 @@ class ScheduleOutputSerializer(serializers.Serializer):
 
 class IntervalInputSerializer(serializers.Serializer):
     every = serializers.IntegerField(min_value=1, max_value=1_000_000)
-    period = serializers.ChoiceField(
-        choices=["days", "hours", "minutes", "seconds", "microseconds"]
-    )
+    # No microseconds: beat would send the task in a tight loop.
+    period = serializers.ChoiceField(choices=["days", "hours", "minutes", "seconds"])
 
 
 class CrontabInputSerializer(serializers.Serializer):

@@ -200,6 +200,7 @@ def test_arguments_change_within_the_admins_organization_only(
         ({"crontab": {"minute": "0", "timezone": "Mars/Olympus"}}, "crontab"),
         ({"interval": {"every": 0, "period": "minutes"}}, "interval"),
         ({"interval": {"every": 5, "period": "fortnights"}}, "interval"),
+        ({"interval": {"every": 1, "period": "microseconds"}}, "interval"),
         ({"interval": {"every": 5, "period": "minutes"}, "crontab": {"minute": "0"}}, "crontab"),
         ({"kwargs": [1, 2]}, "kwargs"),
         ({"args": {"a": 1}}, "args"),
