@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations import sync
+from tickets.management.progress import add_progress_argument, command_progress
 from tickets.models import Organization
 
 
@@ -31,6 +32,7 @@ class Command(BaseCommand):
             action="store_true",
             help="enqueue sync_organization_data and print the task id(s) instead of waiting",
         )
+        add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         sources = options["source"]
@@ -54,9 +56,10 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(f"Syncing {organization.slug}")
             try:
-                results = sync.organization_sync(
-                    organization=organization, sources=sources, on_progress=self._progress
-                )
+                with command_progress(self, options, f"sync {organization.slug}") as progress:
+                    results = sync.organization_sync(
+                        organization=organization, sources=sources, on_progress=progress
+                    )
             except Exception as exc:
                 failed += 1
                 self.stderr.write(self.style.ERROR(f"{organization.slug}: {exc}"))
@@ -66,6 +69,3 @@ class Command(BaseCommand):
             )
         if failed:
             raise CommandError(f"{failed} organization(s) could not be synced (see above)")
-
-    def _progress(self, done: int, total: int, message: str) -> None:
-        self.stdout.write(f"  [{done}/{total}] {message}")
