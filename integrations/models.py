@@ -378,6 +378,9 @@ class InboundEmail(models.Model):
     from_address = models.CharField(max_length=320, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     size = models.PositiveIntegerField(default=0)
+    # The original message, gzip-compressed in Django's storage (integrations.email.services.raw);
+    # emptied by the hourly cleanup after ZENITH_RAW_MAIL_RETENTION_DAYS.
+    raw_file = models.CharField(max_length=300, blank=True, default="")
     # The ticket the mail opened, followed up or duplicated; SET_NULL keeps the audit row.
     ticket = models.ForeignKey(
         Ticket,

@@ -6,7 +6,7 @@ from integrations.email import views as email_views
 from integrations.slack import events as slack_events
 from integrations.slack import views as slack_views
 from integrations.sync import SYNC_SOURCES
-from integrations.views import SyncTriggerView
+from integrations.views import SyncAllView, SyncOrganizationView, SyncTriggerView
 from tickets.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
@@ -17,6 +17,9 @@ router.register(
     "integrations/slack/channels", slack_views.SlackChannelViewSet, basename="slack-channel"
 )
 router.register("integrations/mailboxes", email_views.MailboxViewSet, basename="mailbox")
+router.register(
+    "integrations/inbound-emails", email_views.InboundEmailViewSet, basename="inbound-email"
+)
 
 urlpatterns: list[URLPattern | URLResolver] = [
     re_path(
@@ -37,5 +40,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
         )
         for source in SYNC_SOURCES
     ),
+    # Every source at once (integrations.tasks.sync_organization_data).
+    re_path(
+        r"^tasks/sync/organization/?$",
+        SyncOrganizationView.as_view(),
+        name="sync-organization",
+    ),
+    re_path(r"^tasks/sync/all/?$", SyncAllView.as_view(), name="sync-all"),
     *router.urls,
 ]

@@ -77,6 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Every error under /api/ and on /metrics as JSON {"detail": ...} (zenith/api.py).
+    "zenith.api.APIErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -211,12 +213,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # ?page_size= up to 500; ?ordering= refuses unknown fields; ?search= only where it works.
+    "DEFAULT_PAGINATION_CLASS": "tickets.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "tickets.api.SearchFilter",
+        "tickets.api.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "zenith.api.exception_handler",
@@ -355,6 +358,8 @@ ZENITH_LEDGER_RETRY_SECONDS = env.float("ZENITH_LEDGER_RETRY_SECONDS", default=6
 ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+# The original .eml of every ingested message is kept (compressed) this long.
+ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
 
 # ------------------------------------------------------------------------------
 # Integrations and operations

@@ -8,6 +8,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from integrations.email import selectors as email_selectors
 from integrations.email import services as email_services
@@ -205,6 +207,15 @@ class InboundEmailAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     list_select_related = ["mailbox", "ticket"]
     list_per_page = 100
     inlines = [EmailAttachmentInline]
+    exclude = ["raw_file"]
+    readonly_fields = ["original"]
+
+    @admin.display(description="Original message")
+    def original(self, row: InboundEmail) -> str:
+        if not row.raw_file:
+            return "not kept (past ZENITH_RAW_MAIL_RETENTION_DAYS)"
+        url = reverse("inbound-email-raw", kwargs={"pk": row.pk})
+        return format_html('<a href="{}">download .eml ({} bytes)</a>', url, row.size)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

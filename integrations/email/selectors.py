@@ -88,6 +88,19 @@ def organizations_with_mailboxes() -> QuerySet[Organization]:
     return Organization.objects.filter(mailboxes__enabled=True).distinct().order_by("slug")
 
 
+def inbound_email_list_for_user(
+    *, user: Any, min_role: Role = Role.ADMIN
+) -> QuerySet[InboundEmail]:
+    """Ledger rows of the mailboxes of organizations where the user holds ``min_role``."""
+    return (
+        InboundEmail.objects.filter(
+            organization__in=organization_list_for_user(user=user, min_role=min_role)
+        )
+        .select_related("organization", "mailbox")
+        .order_by("-received_at", "-pk")
+    )
+
+
 def inbound_email_by_keys(
     *, organization_id: int, message_keys: list[str]
 ) -> dict[str, dict[str, Any]]:

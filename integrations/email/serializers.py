@@ -10,7 +10,13 @@ from rest_framework import serializers
 
 from integrations.email import selectors as email_selectors
 from integrations.email.oauth import PROVIDER_IMAP_HOSTS
-from integrations.models import Mailbox, MailboxAuthMethod, MailboxSecurity, OAuthProviderName
+from integrations.models import (
+    InboundEmail,
+    Mailbox,
+    MailboxAuthMethod,
+    MailboxSecurity,
+    OAuthProviderName,
+)
 from tickets.models import Role
 from tickets.serializers import OrganizationWithRoleField, StrictInputSerializer
 
@@ -166,6 +172,38 @@ class MailboxUpdateInputSerializer(_MailboxFields):
     folder = _folder_field(required=False)
     processed_folder = _folder_field(allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
+
+
+class InboundEmailOutputSerializer(serializers.ModelSerializer):
+    organization_slug = serializers.CharField(source="organization.slug", read_only=True)
+    mailbox_name = serializers.CharField(source="mailbox.name", read_only=True)
+    has_raw = serializers.SerializerMethodField()
+
+    class Meta:
+        model = InboundEmail
+        fields = [
+            "id",
+            "organization",
+            "organization_slug",
+            "mailbox",
+            "mailbox_name",
+            "uidvalidity",
+            "uid",
+            "message_id",
+            "state",
+            "reason",
+            "subject",
+            "from_address",
+            "sent_at",
+            "size",
+            "ticket",
+            "has_raw",
+            "flagged_at",
+            "received_at",
+        ]
+
+    def get_has_raw(self, row: InboundEmail) -> bool:
+        return bool(row.raw_file)
 
 
 class ConnectionTestOutputSerializer(serializers.Serializer):

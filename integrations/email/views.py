@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,12 +24,13 @@ from integrations.email import services as email_services
 from integrations.email.serializers import (
     _TASK_ENQUEUED,
     ConnectionTestOutputSerializer,
+    InboundEmailOutputSerializer,
     MailboxCreateInputSerializer,
     MailboxOutputSerializer,
     MailboxUpdateInputSerializer,
     OAuthStartOutputSerializer,
 )
-from integrations.models import Mailbox
+from integrations.models import InboundEmail, Mailbox
 from taskops.services import triggered_by_label
 from tickets.models import Role
 from tickets.permissions import require_role_of_members
@@ -144,3 +148,28 @@ class MailboxOAuthCallbackView(APIView):
         except email_services.MailboxOAuthError as exc:
             raise serializers.ValidationError({"state": [str(exc)]}) from exc
         return Response(MailboxOutputSerializer(mailbox, context={"request": request}).data)
+
+
+class InboundEmailViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The inbound ledger of the organizations the caller administers: every message fetched,
+    what became of it (ticket, follow-up, duplicate, rejected...) and its original."""
+
+    serializer_class = InboundEmailOutputSerializer
+    filterset_fields = ["organization", "mailbox", "state"]
+
+    def get_queryset(self) -> QuerySet[InboundEmail]:
+        return email_selectors.inbound_email_list_for_user(user=self.request.user)
+
+    @extend_schema(responses={(200, "message/rfc822"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def raw(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The original message as received (.eml), while its retention period lasts."""
+        row = self.get_object()
+        data = email_services.raw_mail_read(row=row)
+        if data is None:
+            raise NotFound("the original of this message is no longer kept")
+        response = HttpResponse(data, content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="message-{row.pk}.eml"'
+        return response

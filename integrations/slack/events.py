@@ -87,5 +87,5 @@ def slack_events_view(request: HttpRequest) -> HttpResponse:
     handler = _handler()
     if handler is None:
         # Without a secret nothing can be verified; refuse rather than trust the caller.
-        return JsonResponse({"error": "SLACK_SIGNING_SECRET is not configured"}, status=503)
+        return JsonResponse({"detail": "SLACK_SIGNING_SECRET is not configured"}, status=503)
     return handler.handle(request)

@@ -81,6 +81,7 @@ class SlackWorkspaceUpdateInputSerializer(StrictInputSerializer):
 class SlackChannelOutputSerializer(serializers.ModelSerializer):
     team_id = serializers.CharField(source="workspace.team_id", read_only=True)
     organization = serializers.IntegerField(source="workspace.organization_id", read_only=True)
+    organization_slug = serializers.CharField(source="workspace.organization.slug", read_only=True)
     sync_in_progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -90,6 +91,7 @@ class SlackChannelOutputSerializer(serializers.ModelSerializer):
             "workspace",
             "team_id",
             "organization",
+            "organization_slug",
             "channel_id",
             "name",
             "enabled",

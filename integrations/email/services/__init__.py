@@ -61,6 +61,7 @@ from integrations.email.services.poll import (
     mailbox_poll,
     mailbox_poll_summary,
 )
+from integrations.email.services.raw import raw_mail_prune, raw_mail_read, raw_mail_store
 
 __all__ = [
     "FETCH_BATCH_BYTES",
@@ -97,4 +98,7 @@ __all__ = [
     "mailbox_poll_summary",
     "mailbox_test_connection",
     "mailbox_update",
+    "raw_mail_prune",
+    "raw_mail_read",
+    "raw_mail_store",
 ]

@@ -17,6 +17,11 @@ class Command(BaseCommand):
             action="store_true",
             help="seed even when DJANGO_DEBUG is off (creates a superuser with a public password)",
         )
+        parser.add_argument(
+            "--quiet",
+            action="store_true",
+            help="print the import summary only (make run prints the login last)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # The demo login's password is published in the README: never on a real deployment
@@ -31,5 +36,7 @@ class Command(BaseCommand):
             f"organization {seed.organization.slug}: {seed.report.created} tickets imported, "
             f"{seed.report.existing} already present"
         )
+        if options["quiet"]:
+            return
         self.stdout.write(f"demo login: {seed.username} / {seed.password}")
         self.stdout.write(f"demo API token: {seed.token}")
