@@ -42,6 +42,10 @@ def slack_workspace_update(*, workspace: SlackWorkspace, data: Mapping[str, Any]
         if name in data:
             setattr(workspace, name, data[name])
             fields.append(name)
+    if data.get("enabled") and workspace.disabled_reason:
+        # Re-enabled by an admin: Slack's reason for disabling it no longer stands.
+        workspace.disabled_reason, workspace.disabled_at = "", None
+        fields += ["disabled_reason", "disabled_at"]
     if "bot_token" in data:
         # The old bot identity and error belong to the old token.
         workspace.bot_user_id = workspace.bot_id = workspace.last_error = ""
