@@ -698,6 +698,7 @@ class SlackOAuthServer(SlackApiServer):
         self._codes: dict[str, tuple[OAuthTeam, str | None]] = {}
         self._refresh_tokens: dict[str, OAuthTeam] = {}
         self.token_expiry: dict[str, float] = {}
+        self._expire_after: tuple[str, int] | None = None
         self._serial = 0
 
     @property
@@ -718,6 +719,11 @@ class SlackOAuthServer(SlackApiServer):
     def tokens_of(self, team_id: str) -> list[str]:
         with self._lock:
             return [t for t, ws in self.workspaces.items() if ws.team_id == team_id]
+
+    def revoke_refresh_tokens(self) -> None:
+        """Forget every refresh token (as after the app's tokens were revoked)."""
+        with self._lock:
+            self._refresh_tokens.clear()
 
     def refresh_count(self) -> int:
         with self._lock:
@@ -813,13 +819,26 @@ class SlackOAuthServer(SlackApiServer):
                 },
             )
 
+    def expire_after(self, method: str, calls: int) -> None:
+        """Expire the token in use once ``calls`` more ``method`` calls succeeded with it."""
+        with self._lock:
+            self._expire_after = (method, calls)
+
     def _dispatch(
         self, *, method: str, params: dict[str, Any], token: str | None
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         expiry = self.token_expiry.get(token or "")
         if expiry is not None and expiry <= time.time():
             return 200, {}, {"ok": False, "error": "token_expired"}
-        return super()._dispatch(method=method, params=params, token=token)
+        status, headers, body = super()._dispatch(method=method, params=params, token=token)
+        pending = self._expire_after
+        if pending and pending[0] == method and body.get("ok"):
+            if pending[1] <= 1:
+                self._expire_after = None
+                self.token_expiry[token or ""] = 0
+            else:
+                self._expire_after = (method, pending[1] - 1)
+        return status, headers, body
 
     # ------------------------------------------------------------------ uninstall
 
