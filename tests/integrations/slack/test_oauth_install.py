@@ -1,4 +1,4 @@
-""""Add to Slack" over HTTP: install -> Slack's consent page (local server) -> callback.
+""" "Add to Slack" over HTTP: install -> Slack's consent page (local server) -> callback.
 
 The workspace comes from Slack's answer to oauth.v2.access; a second organization can
 neither start an install for the first one nor take over its team; states are bound to
@@ -51,9 +51,7 @@ def other_admin_client(
     make_user: Any, other_organization: Organization, oauth_settings: Any
 ) -> Client:
     client = Client()
-    client.force_login(
-        make_user(organization=other_organization, role=Role.ADMIN, username="gus")
-    )
+    client.force_login(make_user(organization=other_organization, role=Role.ADMIN, username="gus"))
     return client
 
 
@@ -84,8 +82,10 @@ def test_install_creates_the_workspace_from_slacks_answer(
     assert workspace.bot_token == issued[0]
     assert workspace.app_id == OAUTH_APP_ID
     assert "channels:history" in workspace.scopes
-    assert workspace.installed_via_oauth and workspace.installed_by.username == "ada"
-    assert workspace.enabled and workspace.bot_token_expires_at is None
+    assert workspace.installed_via_oauth
+    assert workspace.installed_by.username == "ada"
+    assert workspace.enabled
+    assert workspace.bot_token_expires_at is None
     # Encrypted at rest: the token is not in the row as stored.
     from django.db import connection
 

@@ -92,7 +92,8 @@ def test_installed_workspace_ingests_until_slack_uninstalls_it(
         what="the workspace disabled by the uninstall",
     )
     assert "uninstalled" in workspace.disabled_reason or "revoked" in workspace.disabled_reason
-    assert workspace.last_error and workspace.last_error_at is not None
+    assert workspace.last_error
+    assert workspace.last_error_at is not None
     shown = admin.get(f"/api/v1/integrations/slack/workspaces/{workspace.pk}/").json()
     assert shown["enabled"] is False
     assert "reinstall" in shown["disabled_reason"]
@@ -124,7 +125,8 @@ def test_installed_workspace_ingests_until_slack_uninstalls_it(
     # Installing again brings it back with a new token, and ingestion resumes.
     assert install_over_http(admin, organization).status_code == 200
     workspace.refresh_from_db()
-    assert workspace.enabled and workspace.disabled_reason == ""
+    assert workspace.enabled
+    assert workspace.disabled_reason == ""
     assert workspace.bot_token != installed_token
     assert integrations_in_error_list(organization=organization, since=timezone.now()) == []
     slack_sync_organization(organization=organization)

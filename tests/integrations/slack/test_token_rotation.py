@@ -96,7 +96,8 @@ def test_a_token_expiring_between_pages_is_rotated_and_the_sync_finishes(
     # pages 2 and 3 are read with the new one.
     assert _history_tokens(slack_api) == [first_token, *[workspace.bot_token] * 2]
     channel = SlackChannel.objects.get(channel_id=CHANNEL_ID)
-    assert channel.sync_cursor == "" and channel.last_error == ""
+    assert channel.sync_cursor == ""
+    assert channel.last_error == ""
 
     # The next sync reads nothing twice.
     slack_sync_organization(organization=organization)
@@ -155,7 +156,7 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(
             workspace = SlackWorkspace.objects.get(pk=installed.pk)
             barrier.wait()
             results.append(slack_workspace_token_refresh(workspace=workspace))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
