@@ -277,8 +277,6 @@ def _on_failure(args: FailureArgs) -> BoltResponse:
 class OrganizationOAuthFlow(OAuthFlow):
     """Bolt's OAuth flow, with the state bound to organization and user."""
 
-    state_store: DjangoOAuthStateStore
-
     def issue_new_state(self, request: BoltRequest) -> str:
         return self.state_store.issue(
             organization=request.context[ORGANIZATION],

@@ -845,10 +845,11 @@ class SlackOAuthServer(SlackApiServer):
     def uninstall(self, team_id: str) -> list[dict[str, Any]]:
         """Revoke the team's tokens and deliver the two events Slack sends; returns them."""
         tokens = self.tokens_of(team_id)
+        bots = sorted({self.workspaces[token].bot_user_id for token in tokens})
         for token in tokens:
             self.revoke(token, "token_revoked")
-        events = [
-            {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOTOAUTH"]}},
+        events: list[dict[str, Any]] = [
+            {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": bots}},
             {"type": "app_uninstalled"},
         ]
         payloads = []
