@@ -68,6 +68,8 @@ class SlackWorkspaceForm(forms.ModelForm):
         if token:
             workspace.bot_token = token
             workspace.bot_user_id = workspace.bot_id = workspace.last_error = ""
+            # A pasted token does not rotate: the old install's refresh token is not its own.
+            workspace.bot_refresh_token, workspace.bot_token_expires_at = "", None
         if commit:
             workspace.save()
         return workspace
