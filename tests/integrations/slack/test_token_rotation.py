@@ -193,3 +193,28 @@ def test_a_refused_refresh_token_is_shown_on_the_workspace(
     assert not Ticket.objects.exists()
     with pytest.raises(SlackAuthError):
         slack_workspace_token_refresh(workspace=workspace)
+
+
+def test_a_pasted_token_does_not_rotate_with_the_old_refresh_token(
+    installed: SlackWorkspace,
+    make_user: Any,
+    organization: Organization,
+    slack_api: SlackOAuthServer,
+) -> None:
+    # Known to Slack for the same team (the pasted-token path verifies it with auth.test).
+    slack_api.add_workspace(token="xoxb-pasted-1", team_id=TEAM.team_id, team=TEAM.team)
+    admin = Client()
+    admin.force_login(make_user(organization=organization, role=Role.ADMIN, username="bea"))
+
+    answer = admin.patch(
+        f"/api/v1/integrations/slack/workspaces/{installed.pk}/",
+        {"bot_token": "xoxb-pasted-1"},
+        content_type="application/json",
+    )
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["token_rotates"] is False
+    workspace = SlackWorkspace.objects.get(pk=installed.pk)
+    assert workspace.bot_token == "xoxb-pasted-1"
+    assert workspace.bot_refresh_token == ""
+    assert workspace.bot_token_expires_at is None
