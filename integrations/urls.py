@@ -20,6 +20,11 @@ router.register("integrations/mailboxes", email_views.MailboxViewSet, basename="
 
 urlpatterns: list[URLPattern | URLResolver] = [
     re_path(
+        r"^integrations/mailboxes/oauth/callback/?$",
+        email_views.MailboxOAuthCallbackView.as_view(),
+        name="mailbox-oauth-callback",
+    ),
+    re_path(
         r"^integrations/slack/events/?$",
         slack_events.slack_events_view,
         name="slack-events",
