@@ -54,6 +54,27 @@ class SlackWorkspace(models.Model):
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # "Add to Slack" (OAuth v2): who installed it and what Slack granted. A workspace
+    # installed this way was proved by Slack's own answer naming its team.
+    installed_via_oauth = models.BooleanField(default=False)
+    installed_at = models.DateTimeField(null=True, blank=True)
+    installed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    app_id = models.CharField(max_length=32, blank=True, default="")
+    scopes = models.TextField(blank=True, default="")
+    # Token rotation: bot_token expires at bot_token_expires_at and is renewed with the
+    # refresh token; token_refresh_claimed_at lets one process at a time spend it.
+    bot_refresh_token = EncryptedTextField(blank=True, default="")
+    bot_token_expires_at = models.DateTimeField(null=True, blank=True)
+    token_refresh_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set when Slack disabled the workspace (app uninstalled, tokens revoked), not an admin.
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -62,6 +83,24 @@ class SlackWorkspace(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.team_id
+
+
+class SlackOAuthState(models.Model):
+    """An "Add to Slack" state: bound to an organization and user, single use, short-lived."""
+
+    state = models.CharField(max_length=64, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Where the browser goes after a successful install (a local path, e.g. the admin).
+    return_to = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"state for {self.organization_id} by {self.user_id}"
 
 
 class SlackChannel(models.Model):

@@ -32,6 +32,16 @@ urlpatterns: list[URLPattern | URLResolver] = [
         slack_events.slack_events_view,
         name="slack-events",
     ),
+    re_path(
+        r"^integrations/slack/install/?$",
+        slack_views.SlackInstallView.as_view(),
+        name="slack-install",
+    ),
+    re_path(
+        r"^integrations/slack/oauth/callback/?$",
+        slack_views.SlackOAuthCallbackView.as_view(),
+        name="slack-oauth-callback",
+    ),
     *(
         re_path(
             rf"^tasks/sync/{source}/?$",

@@ -371,6 +371,23 @@ SLACK_HISTORY_PAGE_SIZE = env.int("SLACK_HISTORY_PAGE_SIZE", default=200)
 # Each history pass re-reads this much already-synced history, so threads that got new
 # replies recently are seen (Slack lists a thread under its parent's ts only).
 SLACK_SYNC_OVERLAP_SECONDS = env.int("SLACK_SYNC_OVERLAP_SECONDS", default=24 * 60 * 60)
+# "Add to Slack" (OAuth v2): the app's credentials from its *Basic Information* page; the
+# bot scopes asked for (README "Slack"); the authorize page (tests point it at a local
+# server); the redirect URL registered with the app (unset: the one registered is used).
+# https://api.slack.com/authentication/oauth-v2
+SLACK_CLIENT_ID = env.str("SLACK_CLIENT_ID", default="")
+SLACK_CLIENT_SECRET = env.str("SLACK_CLIENT_SECRET", default="")
+SLACK_SCOPES = env.list(
+    "SLACK_SCOPES",
+    default=["channels:history", "groups:history", "users:read", "users:read.email", "chat:write"],
+)
+SLACK_OAUTH_BASE_URL = env.str(
+    "SLACK_OAUTH_BASE_URL", default="https://slack.com/oauth/v2/authorize"
+)
+SLACK_OAUTH_REDIRECT_URI = env.str("SLACK_OAUTH_REDIRECT_URI", default="")
+# Rotating tokens (12-hour access tokens) are renewed this long before they expire.
+# https://api.slack.com/authentication/rotation
+SLACK_TOKEN_REFRESH_MARGIN_SECONDS = env.int("SLACK_TOKEN_REFRESH_MARGIN_SECONDS", default=600)
 # IMAP: extra CA bundle for servers with a private CA (unset: the system's trust store).
 ZENITH_IMAP_CA_FILE = env.str("ZENITH_IMAP_CA_FILE", default="")
 ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)

@@ -32,6 +32,7 @@ class AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
 class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
     organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     has_bot_token = serializers.SerializerMethodField()
+    token_rotates = serializers.SerializerMethodField()
 
     class Meta:
         model = SlackWorkspace
@@ -44,6 +45,12 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
             "enabled",
             "has_bot_token",
             "bot_user_id",
+            "installed_via_oauth",
+            "installed_at",
+            "scopes",
+            "token_rotates",
+            "disabled_reason",
+            "disabled_at",
             "last_sync_at",
             "last_error",
             "last_error_at",
@@ -53,6 +60,9 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
 
     def get_has_bot_token(self, workspace: SlackWorkspace) -> bool:
         return bool(workspace.bot_token)
+
+    def get_token_rotates(self, workspace: SlackWorkspace) -> bool:
+        return workspace.bot_token_expires_at is not None
 
 
 class SlackWorkspaceCreateInputSerializer(serializers.Serializer):

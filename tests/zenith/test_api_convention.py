@@ -19,7 +19,7 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from alerts.models import AlertIncident, AlertRule
-from integrations.models import Mailbox, SlackChannel, SlackWorkspace
+from integrations.models import InboundEmail, Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
 from taskops.models import ScheduleChange, TaskRecord, TaskState
 from taskops.services import periodic_tasks_setup, schedule_update
@@ -223,12 +223,16 @@ def everything(organization, other_organization, make_user):
         ModelVersion.objects.create(
             organization=org, target="priority", version=2, status="rejected"
         )
-        Mailbox.objects.create(
+        support = Mailbox.objects.create(
             organization=org, name="Support", host="imap.example.com", username="u"
         )
         Mailbox.objects.create(
             organization=org, name="Sales", host="imap.example.com", username="v", enabled=False
         )
+        for uid, state in ((1, "ticket"), (2, "rejected")):
+            InboundEmail.objects.create(
+                organization=org, mailbox=support, uidvalidity=1, uid=uid, state=state
+            )
         workspace = SlackWorkspace.objects.create(organization=org, team_id=f"T{org.pk}", name="ws")
         SlackWorkspace.objects.create(
             organization=org, team_id=f"T{org.pk}x", name="ws2", enabled=False
