@@ -20,6 +20,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from alerts.models import AlertDelivery, AlertIncident, AlertRule
+from tests.alerts.factories import AlertRuleFactory
 from tests.integrations.factories import SlackWorkspaceFactory
 from tests.tickets.factories import OrganizationFactory, UserFactory
 
@@ -121,5 +122,5 @@ def test_rules_incidents_and_deliveries_written_before_the_move_are_read_by_aler
     assert not ContentType.objects.filter(app_label="taskops", model__startswith="alert").exists()
     assert type(operator).objects.get(pk=operator.pk).has_perm("alerts.change_alertrule")
     # The moved rows take new ones beside them (the sequences came along).
-    AlertRule.objects.create(organization=organization, name="Another", task_pattern="x.*")
+    AlertRuleFactory(organization=organization, name="Another", task_pattern="x.*")
     assert AlertRule.objects.count() == 2

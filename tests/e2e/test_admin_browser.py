@@ -20,8 +20,8 @@ from taskops.models import TaskRecord
 from taskops.services import periodic_tasks_setup
 from tests.support.email_samples import plain
 from tests.support.services import missing
-from tests.tickets.factories import TicketFactory
-from tickets.models import LabelChange, LabelSource, Organization, Role
+from tests.tickets.factories import OrganizationFactory, TicketFactory
+from tickets.models import LabelChange, LabelSource, Role
 from tickets.services import membership_set
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -95,7 +95,7 @@ def test_operator_day_in_the_admin(live_server, processes, browser_page, dovecot
     processes.worker(worker_type="all", concurrency=1, env=env)
     processes.beat(env=env)
     operator = make_user(username="ops", is_staff=True, is_superuser=True, password=PASSWORD)
-    organization = Organization.objects.create(slug="browser", name="Browser Co")
+    organization = OrganizationFactory(slug="browser", name="Browser Co")
     membership_set(user=operator, organization=organization, role=Role.ADMIN)
     base = live_server.url
 

@@ -16,8 +16,9 @@ from rest_framework.authtoken.models import Token
 
 from tests.support.email_samples import plain
 from tests.support.services import missing, redis_available
+from tests.tickets.factories import OrganizationFactory
 from tickets.demo import DEMO_DATASET
-from tickets.models import Organization, Role
+from tickets.models import Role
 from tickets.services import membership_set
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -160,7 +161,7 @@ def _up(url: str) -> bool:
 
 def test_full_stack_over_http(stack, make_user):
     admin = make_user(username="ops-admin", is_staff=True, is_superuser=False)
-    organization = Organization.objects.create(slug="e2e", name="E2E Corp")
+    organization = OrganizationFactory(slug="e2e", name="E2E Corp")
     membership_set(user=admin, organization=organization, role=Role.ADMIN)
     api = Api(stack["base"], Token.objects.create(user=admin).key)
     org_id = organization.pk

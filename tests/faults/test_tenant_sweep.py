@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,14 +15,17 @@ import pytest
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule
 
-from integrations.models import Mailbox, SlackChannel, SlackWorkspace
-from mlmodels.models import ModelVersion
-from taskops.models import TaskRecord, TaskState
+from mlmodels.models import ModelStatus
+from taskops.models import TaskState
 from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
+from tests.integrations.factories import MailboxFactory, SlackChannelFactory, SlackWorkspaceFactory
 from tests.mlmodels.conftest import purge_queues
-from tickets.models import Organization, Role, Ticket
+from tests.mlmodels.factories import ModelVersionFactory
+from tests.taskops.factories import PeriodicTaskFactory, TaskRecordFactory
+from tests.tickets.factories import TicketFactory
+from tickets.models import Organization, Role
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -87,16 +89,17 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
     """One of each kind of object in the other organization (globex)."""
     org = other_organization
     make_user(organization=org, role=Role.ADMIN, username="globex-admin")
-    ticket = Ticket.objects.create(organization=org, source="api", subject=SECRET, body=SECRET)
-    version = ModelVersion.objects.create(organization=org, target="category", version=1)
-    workspace = SlackWorkspace.objects.create(organization=org, team_id="TGLOBEX", name=SECRET)
-    channel = SlackChannel.objects.create(workspace=workspace, channel_id="CGLOBEX", name=SECRET)
-    mailbox = Mailbox.objects.create(
+    ticket = TicketFactory(organization=org, source="api", subject=SECRET, body=SECRET)
+    version = ModelVersionFactory(
+        organization=org, target="category", version=1, status=ModelStatus.TRAINING
+    )
+    workspace = SlackWorkspaceFactory(organization=org, team_id="TGLOBEX", name=SECRET)
+    channel = SlackChannelFactory(workspace=workspace, channel_id="CGLOBEX", name=SECRET)
+    mailbox = MailboxFactory(
         organization=org, name=SECRET, host="imap.globex.test", username=SECRET
     )
     now = timezone.now()
-    record = TaskRecord.objects.create(
-        task_id=str(uuid.uuid4()),
+    record = TaskRecordFactory(
         name="taskops.tasks.noop",
         organization=org,
         kwargs={"organization_id": org.pk, "note": SECRET},
@@ -110,11 +113,12 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         organization=org, name=SECRET, task_pattern="taskops.*", email_recipients=[SECRET]
     )
     incident = AlertIncidentFactory(rule=rule, summary=SECRET, opened_at=now)
-    schedule = PeriodicTask.objects.create(
+    schedule = PeriodicTaskFactory(
         name=SECRET,
         task="integrations.tasks.process_email_tickets",
         kwargs=json.dumps({"organization_id": org.pk, "note": SECRET}),
-        interval=IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES),
+        interval__every=5,
+        interval__period=IntervalSchedule.MINUTES,
     )
     return {
         "schedule": schedule,

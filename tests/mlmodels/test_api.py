@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlmodels import services
-from mlmodels.models import ModelVersion
 from taskops.services import TRIGGERED_BY_HEADER
+from tests.mlmodels.factories import ModelVersionFactory
 from tests.tickets.factories import TicketFactory
 from tickets.models import Role
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _version(organization, target="category", version=1, status="active", **kwargs):
-    return ModelVersion.objects.create(
+    return ModelVersionFactory(
         organization=organization,
         target=target,
         version=version,

@@ -14,6 +14,7 @@ from mlmodels.models import ModelVersion, Prediction
 from mlmodels.receivers import ticket_prediction_fields
 from mlmodels.tasks import batch_classify_tickets_task, classify_ticket_task
 from tests.mlmodels.conftest import unlabelled_tickets
+from tests.mlmodels.factories import ModelVersionFactory, PredictionFactory
 from tests.tickets.factories import TicketFactory
 from tickets.models import LabelChange, LabelSource, Ticket
 from tickets.selectors import ticket_training_examples
@@ -168,10 +169,10 @@ def test_ticket_list_shows_what_each_ticket_shows_alone(organization, active_mod
     tickets = unlabelled_tickets(organization, 6)
     services.tickets_classify(organization=organization, ticket_ids=[t.pk for t in tickets])
     # A newer row from an older version (as after a roll back) is the one shown.
-    older = ModelVersion.objects.create(
+    older = ModelVersionFactory(
         organization=organization, target="category", version=99, status="retired"
     )
-    Prediction.objects.create(
+    PredictionFactory(
         ticket=tickets[0], target="category", model_version=older, label="7", confidence=0.3
     )
 

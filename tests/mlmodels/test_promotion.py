@@ -8,6 +8,7 @@ import pytest
 
 from mlmodels import services
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
+from tests.mlmodels.factories import ModelVersionFactory
 from tests.tickets.factories import TicketFactory
 from tickets.models import Role, Ticket
 
@@ -110,7 +111,7 @@ def test_activation_needs_the_admin_role_and_a_servable_version(
 ):
     import_sample(organization, n=200)
     version = services.model_train(organization=organization, target="category").version
-    failed = ModelVersion.objects.create(
+    failed = ModelVersionFactory(
         organization=organization, target="category", version=9, status=ModelStatus.FAILED
     )
     admin = make_api_client(make_user(organization=organization, role=Role.ADMIN))

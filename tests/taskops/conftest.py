@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
-from taskops.models import TaskRecord, TaskState
+from taskops.models import TaskRecord
+from tests.taskops.factories import TaskRecordFactory
 from tickets.models import Organization, Role
 
 
@@ -32,19 +30,10 @@ def superuser(make_user: Callable[..., Any]) -> Any:
 
 @pytest.fixture
 def make_record(db: None) -> Callable[..., TaskRecord]:
-    """Write a ledger row directly (as the publish signal would)."""
+    """Write a ledger row directly (as the publish signal would); see TaskRecordFactory."""
 
     def make(**fields: Any) -> TaskRecord:
-        now = timezone.now()
-        fields.setdefault("task_id", str(uuid.uuid4()))
-        fields.setdefault("name", "taskops.tasks.noop")
-        fields.setdefault("queue", "default")
-        fields.setdefault("state", TaskState.PENDING)
-        fields.setdefault("queued_at", now)
-        fields.setdefault("updated_at", fields["queued_at"])
-        if fields["state"] in (TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED):
-            fields.setdefault("finished_at", fields["queued_at"] + timedelta(seconds=1))
-        return TaskRecord.objects.create(**fields)
+        return TaskRecordFactory(**fields)
 
     return make
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 from django.contrib.messages import get_messages
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
-from django_celery_results.models import TaskResult
+from django_celery_beat.models import IntervalSchedule
 
 from taskops.models import TaskRecord, TaskState
+from tests.taskops.factories import PeriodicTaskFactory, TaskResultFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def test_the_ledger_lists_filters_and_finds_tasks(admin_client, make_record, org
 
 def test_a_ledger_row_is_read_only_and_links_its_result_row(admin_client, make_record):
     record = make_record(state=TaskState.SUCCESS, kwargs={"organization_id": 7})
-    result = TaskResult.objects.create(task_id=record.task_id, status="SUCCESS")
+    result = TaskResultFactory(task_id=record.task_id, status="SUCCESS")
 
     page = admin_client.get(f"{CHANGELIST}{record.pk}/change/").content.decode()
 
@@ -99,11 +99,12 @@ def test_retry_and_cancel_actions_report_each_outcome(
 def test_run_now_on_a_schedule_records_who_ran_it(
     admin_client, superuser, django_capture_on_commit_callbacks
 ):
-    periodic = PeriodicTask.objects.create(
+    periodic = PeriodicTaskFactory(
         name="noop every hour",
         task="taskops.tasks.noop",
         kwargs=json.dumps({"organization_id": 5}),
-        interval=IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS),
+        interval__every=1,
+        interval__period=IntervalSchedule.HOURS,
     )
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -17,6 +17,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 from taskops import services
 from taskops.beat import LeaderDatabaseScheduler
 from taskops.models import SchedulerLease, TaskRecord
+from tests.taskops.factories import IntervalScheduleFactory, PeriodicTaskFactory
 from tests.taskops.helpers import wait_for
 from zenith.celery import app
 
@@ -39,8 +40,12 @@ def gaps(times: list) -> list[float]:
 @pytest.mark.slow
 def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
     """Two beats on a schedule every second for 15 s: each tick sent once, then failover."""
-    every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.create(name=SCHEDULE, task="taskops.tasks.noop", interval=every_second)
+    PeriodicTaskFactory(
+        name=SCHEDULE,
+        task="taskops.tasks.noop",
+        interval__every=1,
+        interval__period=IntervalSchedule.SECONDS,
+    )
     env = {"ZENITH_BEAT_LEASE_SECONDS": "3"}
     beats = [processes.beat(env=env, name="beat-1"), processes.beat(env=env, name="beat-2")]
     for beat in beats:
@@ -91,11 +96,11 @@ def test_two_beats_send_each_tick_once_and_the_standby_takes_over(processes):
 def test_a_schedule_change_on_the_first_leading_tick_sends_the_tick_once(transactional_db):
     """Another beat starting (it writes its default entries) just before the first tick."""
     queue = f"beat-test-{os.getpid()}"
-    every_second = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.create(
+    PeriodicTaskFactory(
         name=SCHEDULE,
         task="taskops.tasks.noop",
-        interval=every_second,
+        interval__every=1,
+        interval__period=IntervalSchedule.SECONDS,
         queue=queue,
         last_run_at=timezone.now() - timedelta(seconds=10),
     )
@@ -162,7 +167,7 @@ def test_setup_periodic_tasks_creates_the_defaults_once(db, capsys):
 def test_setup_periodic_tasks_keeps_admin_edits_unless_reset(db):
     call_command("setup_periodic_tasks")
     slack = PeriodicTask.objects.get(task="integrations.tasks.sync_slack_tickets")
-    slack.interval = IntervalSchedule.objects.create(every=30, period=IntervalSchedule.MINUTES)
+    slack.interval = IntervalScheduleFactory(every=30, period=IntervalSchedule.MINUTES)
     slack.enabled = False
     slack.save()
 

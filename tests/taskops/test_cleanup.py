@@ -15,6 +15,7 @@ from django_celery_results.models import TaskResult
 from taskops import services
 from taskops.models import TaskRecord, TaskState
 from taskops.tasks import cleanup_failed_tasks, cleanup_old_task_results
+from tests.taskops.factories import TaskResultFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def test_old_ledger_rows_and_expired_results_are_deleted_in_batches(settings):
     add_records(2500, age=timedelta(days=31))
     add_records(40, age=timedelta(days=29))
     add_results(1200, age=timedelta(hours=2))  # results expire after an hour
-    fresh = TaskResult.objects.create(task_id=str(uuid.uuid4()), status="SUCCESS")
+    fresh = TaskResultFactory(status="SUCCESS")
 
     with CaptureQueriesContext(connection) as queries:
         counts = services.task_records_cleanup(batch_size=500)

@@ -19,9 +19,10 @@ import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlmodels.models import ModelStatus, ModelVersion, Prediction
+from mlmodels.models import ModelStatus
 from taskops import services
 from taskops.models import TaskState
+from tests.mlmodels.factories import ModelVersionFactory, PredictionFactory
 from tests.tickets.factories import TicketFactory
 from tickets.models import Source, Ticket
 
@@ -162,12 +163,12 @@ def busy_database(make_record: Any, organization: Any, other_organization: Any) 
         make_record(name=name, state=state, runtime=runtime, queued_at=now, updated_at=now)
     services.heartbeat_record(name="beat")
     for org in (organization, other_organization):
-        version = ModelVersion.objects.create(
+        version = ModelVersionFactory(
             organization=org, target="category", version=1, status=ModelStatus.ACTIVE
         )
         for source, confidence in zip(Source.values, (0.2, 0.5, 0.7, 0.9), strict=True):
             ticket = TicketFactory(organization=org, source=source)
-            Prediction.objects.create(
+            PredictionFactory(
                 ticket=ticket,
                 target="category",
                 model_version=version,

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
 from taskops.models import TaskRecord, TaskState
+from tests.mlmodels.factories import ModelVersionFactory, PredictionFactory
 from tests.taskops.test_metrics import samples
 from tests.tickets.factories import OrganizationFactory, TicketFactory
 from tickets.models import Organization, Source, Ticket
@@ -44,7 +45,7 @@ def ticket(organization: Organization, *, source: str = Source.API, age: timedel
 def predict(
     made: Ticket, version: ModelVersion, *, confidence: float, applied: bool = True
 ) -> Prediction:
-    return Prediction.objects.create(
+    return PredictionFactory(
         ticket=made,
         target=version.target,
         model_version=version,
@@ -89,10 +90,10 @@ def test_review_share_counts_model_labels_below_each_organizations_threshold(
     organization.save()
     other_organization.confidence_threshold = 0.2
     other_organization.save()
-    acme = ModelVersion.objects.create(
+    acme = ModelVersionFactory(
         organization=organization, target="category", version=1, status=ModelStatus.ACTIVE
     )
-    globex = ModelVersion.objects.create(
+    globex = ModelVersionFactory(
         organization=other_organization, target="category", version=1, status=ModelStatus.ACTIVE
     )
     unsure = ticket(organization)
@@ -179,7 +180,7 @@ def test_a_scrape_runs_the_same_queries_whatever_the_rows(client, settings, make
     """Aggregates in the database: more tickets, tasks or organizations add no query."""
     settings.ZENITH_METRICS_TOKEN = TOKEN
     org = OrganizationFactory(slug="small")
-    version = ModelVersion.objects.create(
+    version = ModelVersionFactory(
         organization=org, target="category", version=1, status=ModelStatus.ACTIVE
     )
     predict(ticket(org, source=Source.SLACK), version, confidence=0.5)

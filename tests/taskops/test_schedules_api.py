@@ -8,9 +8,10 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
-from integrations.models import Mailbox
 from taskops.models import ScheduleChange, TaskRecord, TaskState
 from taskops.services import periodic_tasks_setup
+from tests.integrations.factories import MailboxFactory
+from tests.taskops.factories import PeriodicTaskFactory
 from tests.taskops.helpers import wait_for_state
 from tickets.models import Role
 
@@ -32,11 +33,12 @@ def their_admin(make_user, other_organization):
 @pytest.fixture
 def ours(organization):
     """A schedule of `organization`: its kwargs name it."""
-    return PeriodicTask.objects.create(
+    return PeriodicTaskFactory(
         name="Acme e-mail",
         task="integrations.tasks.process_email_tickets",
         kwargs=json.dumps({"organization_id": organization.pk}),
-        interval=IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES),
+        interval__every=10,
+        interval__period=IntervalSchedule.MINUTES,
     )
 
 
@@ -262,10 +264,11 @@ def test_run_now_sends_the_task_as_the_caller_and_records_it(
 
 
 def test_run_refuses_a_task_zenith_does_not_define(make_api_client, superuser, admin_client):
-    rogue = PeriodicTask.objects.create(
+    rogue = PeriodicTaskFactory(
         name="rogue",
         task="celery.backend_cleanup",
-        interval=IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS),
+        interval__every=1,
+        interval__period=IntervalSchedule.HOURS,
     )
 
     response = make_api_client(superuser).post(f"{URL}{rogue.pk}/run")
@@ -299,10 +302,11 @@ def test_admin_actions_and_edits_are_recorded(admin_client, ours):
 
 def test_a_scheduled_run_executes_on_a_real_worker(make_api_client, make_user, inthread_worker):
     root = make_user(username="groot", is_superuser=True, is_staff=True)
-    noop = PeriodicTask.objects.create(
+    noop = PeriodicTaskFactory(
         name="noop",
         task="taskops.tasks.noop",
-        interval=IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS),
+        interval__every=1,
+        interval__period=IntervalSchedule.HOURS,
     )
 
     response = make_api_client(root).post(f"{URL}{noop.pk}/run")
@@ -365,9 +369,7 @@ def test_sync_all_covers_the_callers_organizations_with_a_source(
     api_client, organization, other_organization, django_capture_on_commit_callbacks
 ):
     for org in (organization, other_organization):
-        Mailbox.objects.create(
-            organization=org, name="Support", host="127.0.0.1", port=1, username="u"
-        )
+        MailboxFactory(organization=org, name="Support", host="127.0.0.1", port=1, username="u")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client.post("/api/v1/tasks/sync/all", {}, format="json")

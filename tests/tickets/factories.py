@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from tickets.models import Membership, Organization, Role, Source, Ticket
+from tickets.models import Membership, Organization, Role, Source, Ticket, TicketMessage
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -45,3 +45,15 @@ class TicketFactory(factory.django.DjangoModelFactory):
     subject = factory.Sequence(lambda n: f"printer on floor {n} does not print")
     body = "the office printer shows an error and nothing comes out"
     requester = "someone@example.com"
+
+
+class TicketMessageFactory(factory.django.DjangoModelFactory):
+    """A follow-up on a ticket, from the ticket's own source unless told."""
+
+    class Meta:
+        model = TicketMessage
+
+    ticket = factory.SubFactory(TicketFactory)
+    source = factory.SelfAttribute("ticket.source")
+    author = "someone@example.com"
+    body = "any news on this?"

@@ -9,8 +9,8 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from tests.tickets.factories import TicketFactory
-from tickets.models import LabelChange, LabelSource, Role, Source, Status, Ticket, TicketMessage
+from tests.tickets.factories import TicketFactory, TicketMessageFactory
+from tickets.models import LabelChange, LabelSource, Role, Source, Status, Ticket
 from tickets.serializers import (
     TicketDetailOutputSerializer,
     TicketOutputSerializer,
@@ -86,7 +86,7 @@ def test_list_and_detail_render_every_field_as_drf_does(api_client, organization
         TicketFactory(organization=organization, subject="", body="", requester=""),
         TicketFactory(organization=organization, source=Source.IMPORT, subject="Ünïcode ✓"),
     ]
-    TicketMessage.objects.create(ticket=tickets[0], source=Source.EMAIL, author="a@example.com")
+    TicketMessageFactory(ticket=tickets[0], source=Source.EMAIL, author="a@example.com", body="")
 
     rows = api_client.get("/api/v1/tickets/").json()["results"]
     detail = api_client.get(f"/api/v1/tickets/{tickets[0].pk}/").json()

@@ -18,11 +18,17 @@ from django.test import Client
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
-from alerts.models import AlertIncident, AlertRule
-from integrations.models import InboundEmail, Mailbox, SlackChannel, SlackWorkspace
-from mlmodels.models import ModelVersion
-from taskops.models import ScheduleChange, TaskRecord, TaskState
+from taskops.models import ScheduleChange, TaskState
 from taskops.services import periodic_tasks_setup, schedule_update
+from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
+from tests.integrations.factories import (
+    InboundEmailFactory,
+    MailboxFactory,
+    SlackChannelFactory,
+    SlackWorkspaceFactory,
+)
+from tests.mlmodels.factories import ModelVersionFactory
+from tests.taskops.factories import TaskRecordFactory
 from tests.tickets.factories import TicketFactory
 from tickets.models import Role
 
@@ -219,34 +225,30 @@ def everything(organization, other_organization, make_user):
             needs_review=True,
             category="hardware",
         )
-        ModelVersion.objects.create(organization=org, target="category", version=1, status="active")
-        ModelVersion.objects.create(
-            organization=org, target="priority", version=2, status="rejected"
-        )
-        support = Mailbox.objects.create(
+        ModelVersionFactory(organization=org, target="category", version=1, status="active")
+        ModelVersionFactory(organization=org, target="priority", version=2, status="rejected")
+        support = MailboxFactory(
             organization=org, name="Support", host="imap.example.com", username="u"
         )
-        Mailbox.objects.create(
+        MailboxFactory(
             organization=org, name="Sales", host="imap.example.com", username="v", enabled=False
         )
         for uid, state in ((1, "ticket"), (2, "rejected")):
-            InboundEmail.objects.create(
+            InboundEmailFactory(
                 organization=org, mailbox=support, uidvalidity=1, uid=uid, state=state
             )
-        workspace = SlackWorkspace.objects.create(organization=org, team_id=f"T{org.pk}", name="ws")
-        SlackWorkspace.objects.create(
-            organization=org, team_id=f"T{org.pk}x", name="ws2", enabled=False
-        )
-        SlackChannel.objects.create(workspace=workspace, channel_id="C1", name="help")
-        SlackChannel.objects.create(workspace=workspace, channel_id="C2", name="it", enabled=False)
-        failures = AlertRule.objects.create(organization=org, name="failures", task_pattern="*")
-        AlertRule.objects.create(
+        workspace = SlackWorkspaceFactory(organization=org, team_id=f"T{org.pk}", name="ws")
+        SlackWorkspaceFactory(organization=org, team_id=f"T{org.pk}x", name="ws2", enabled=False)
+        SlackChannelFactory(workspace=workspace, channel_id="C1", name="help")
+        SlackChannelFactory(workspace=workspace, channel_id="C2", name="it", enabled=False)
+        failures = AlertRuleFactory(organization=org, name="failures", task_pattern="*")
+        AlertRuleFactory(
             organization=org, name="integrations", kind="integration_error", enabled=False
         )
-        AlertIncident.objects.create(
+        AlertIncidentFactory(
             rule=failures, organization=org, opened_at=now, last_seen_at=now, count=2
         )
-        AlertIncident.objects.create(
+        AlertIncidentFactory(
             rule=failures,
             organization=org,
             state="resolved",
@@ -256,7 +258,7 @@ def everything(organization, other_organization, make_user):
         )
         for number, state in enumerate([TaskState.PENDING, TaskState.STARTED, TaskState.FAILURE]):
             queued = now - timedelta(minutes=10 * number + org.pk)
-            TaskRecord.objects.create(
+            TaskRecordFactory(
                 task_id=f"{org.slug}-{number}",
                 name=f"taskops.tasks.{['noop', 'diagnostic_sleep', 'diagnostic_fail'][number]}",
                 queue=["default", "ml_tasks", "sync_tasks"][number],

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from integrations.models import SlackChannel, SlackWorkspace
+from tests.integrations.factories import SlackChannelFactory, SlackWorkspaceFactory
 from tests.support.slack_server import (
     DEFAULT_BOT_ID,
     DEFAULT_BOT_USER_ID,
@@ -44,7 +45,7 @@ def slack_settings(settings: Any, slack_api: SlackApiServer) -> Any:
 
 @pytest.fixture
 def workspace(organization: Organization, slack_settings: Any) -> SlackWorkspace:
-    return SlackWorkspace.objects.create(
+    return SlackWorkspaceFactory(
         organization=organization,
         team_id=DEFAULT_TEAM_ID,
         name="Acme Slack",
@@ -58,7 +59,7 @@ def workspace(organization: Organization, slack_settings: Any) -> SlackWorkspace
 def channel(workspace: SlackWorkspace, slack_api: SlackApiServer) -> SlackChannel:
     slack_api.add_channel(CHANNEL_ID)
     slack_api.add_user(DEFAULT_USER_ID, real_name="Dana Scully", email="dana@acme.test")
-    return SlackChannel.objects.create(workspace=workspace, channel_id=CHANNEL_ID, name="help")
+    return SlackChannelFactory(workspace=workspace, channel_id=CHANNEL_ID, name="help")
 
 
 def event_payload(

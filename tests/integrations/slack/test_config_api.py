@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from integrations.models import SlackChannel, SlackWorkspace
+from tests.integrations.factories import SlackWorkspaceFactory
 from tickets.models import Role
 
 WORKSPACES = "/api/v1/integrations/slack/workspaces"
@@ -19,7 +20,7 @@ def admin_client(make_user, make_api_client, organization):
 
 @pytest.fixture
 def acme_workspace(organization):
-    return SlackWorkspace.objects.create(
+    return SlackWorkspaceFactory(
         organization=organization, team_id="T0000001", name="Acme", bot_token=TOKEN
     )
 

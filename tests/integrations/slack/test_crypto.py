@@ -8,6 +8,7 @@ from django.db import connection
 
 from integrations.crypto import DecryptionError, decrypt_text, encrypt_text, rotate_text
 from integrations.models import SlackWorkspace
+from tests.integrations.factories import SlackWorkspaceFactory
 
 TOKEN = "xoxb-1234-5678-secretsecret"
 
@@ -19,9 +20,7 @@ def _stored(pk: int) -> str:
 
 
 def test_the_table_holds_a_fernet_token_not_the_plaintext(organization):
-    workspace = SlackWorkspace.objects.create(
-        organization=organization, team_id="T1", bot_token=TOKEN
-    )
+    workspace = SlackWorkspaceFactory(organization=organization, team_id="T1", bot_token=TOKEN)
 
     raw = _stored(workspace.pk)
 
@@ -33,9 +32,7 @@ def test_the_table_holds_a_fernet_token_not_the_plaintext(organization):
 def test_first_key_encrypts_and_every_key_decrypts(organization, settings):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEYS = [old]
-    workspace = SlackWorkspace.objects.create(
-        organization=organization, team_id="T1", bot_token=TOKEN
-    )
+    workspace = SlackWorkspaceFactory(organization=organization, team_id="T1", bot_token=TOKEN)
     under_old = _stored(workspace.pk)
 
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
@@ -50,5 +47,5 @@ def test_first_key_encrypts_and_every_key_decrypts(organization, settings):
 
 def test_encryption_is_not_deterministic_and_empty_stays_empty(organization):
     assert encrypt_text(TOKEN) != encrypt_text(TOKEN)
-    workspace = SlackWorkspace.objects.create(organization=organization, team_id="T1")
+    workspace = SlackWorkspaceFactory(organization=organization, team_id="T1")
     assert _stored(workspace.pk) == ""

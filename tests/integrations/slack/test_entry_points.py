@@ -10,9 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
+from integrations.models import SlackChannel, SlackMessage, SlackWorkspace
 from integrations.sync import SYNC_SOURCES, UnknownSyncSource
 from integrations.tasks import manual_sync_trigger, sync_organization_data, sync_slack_tickets
+from tests.integrations.factories import SlackEventFactory
 from tests.integrations.slack.conftest import CHANNEL_ID
 from tests.support.slack_server import SlackApiServer
 from tickets.models import Ticket
@@ -129,7 +130,7 @@ def test_admin_pages_list_configuration_and_ledgers(
 ):
     slack_api.add_message(CHANNEL_ID, "ledger row")
     call_command("sync_slack", "--org", "acme", stdout=StringIO())
-    SlackEvent.objects.create(event_id="Ev1", team_id="T0000001", status="processed")
+    SlackEventFactory(event_id="Ev1", team_id="T0000001", status="processed")
 
     for model in ("slackworkspace", "slackchannel", "slackmessage", "slackevent"):
         answer = admin_browser.get(f"/admin/integrations/{model}/")

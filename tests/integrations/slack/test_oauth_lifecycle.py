@@ -10,11 +10,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from alerts.models import AlertRule, AlertRuleKind
+from alerts.models import AlertRuleKind
 from alerts.services import alert_condition_check
 from integrations.models import SlackEvent, SlackWorkspace
 from integrations.selectors import integrations_in_error_list
 from integrations.slack.services import slack_sync_organization
+from tests.alerts.factories import AlertRuleFactory
 from tests.integrations.slack.conftest import (
     CHANNEL_ID,
     SIGNING_SECRET,
@@ -99,7 +100,7 @@ def test_installed_workspace_ingests_until_slack_uninstalls_it(
     assert "reinstall" in shown["disabled_reason"]
     in_error = integrations_in_error_list(organization=organization, since=timezone.now())
     assert [item["id"] for item in in_error] == [workspace.pk]
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         organization=organization,
         name="integrations down",
         kind=AlertRuleKind.INTEGRATION_ERROR,

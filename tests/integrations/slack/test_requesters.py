@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackUserProfile
 from integrations.slack.services import slack_sync_organization
+from tests.integrations.factories import SlackUserProfileFactory
 from tests.integrations.slack.conftest import CHANNEL_ID
 from tests.support import slack_server
 from tests.support.slack_server import DEFAULT_TEAM_ID, SlackApiServer
@@ -67,7 +68,7 @@ def test_profiles_are_cached_for_a_day_and_a_vanished_user_keeps_the_known_name(
 ) -> None:
     slack_api.add_user(AUTHORS[0], real_name="Dana Scully", email="dana@acme.test")
     stale = timezone.now() - timedelta(days=2)
-    SlackUserProfile.objects.create(
+    SlackUserProfileFactory(
         team_id=DEFAULT_TEAM_ID,
         user_id=AUTHORS[1],
         real_name="Fox Mulder",

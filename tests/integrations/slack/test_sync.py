@@ -9,6 +9,7 @@ import pytest
 
 from integrations.models import SlackChannel, SlackMessage, SlackWorkspace
 from integrations.slack.services import slack_sync_organization
+from tests.integrations.factories import SlackChannelFactory, SlackWorkspaceFactory
 from tests.integrations.slack.conftest import CHANNEL_ID
 from tests.support.slack_server import DEFAULT_USER_ID, SlackApiServer
 from tickets.models import Organization, Ticket, TicketMessage
@@ -142,11 +143,11 @@ def test_edited_message_in_history_keeps_its_previous_text(
 def test_revoked_token_is_recorded_and_the_other_workspace_syncs(
     organization, channel: SlackChannel, slack_api: SlackApiServer
 ):
-    other = SlackWorkspace.objects.create(
+    other = SlackWorkspaceFactory(
         organization=organization, team_id="T0000002", bot_token="xoxb-second"
     )
     slack_api.add_workspace(token="xoxb-second", team_id="T0000002")
-    SlackChannel.objects.create(workspace=other, channel_id="C0000002", name="ops")
+    SlackChannelFactory(workspace=other, channel_id="C0000002", name="ops")
     slack_api.add_message("C0000002", "disk full on db-2")
     slack_api.add_message(CHANNEL_ID, "never read: the token is dead")
     slack_api.revoke("xoxb-test-token", "account_inactive")

@@ -17,6 +17,7 @@ from integrations.models import SlackChannel, SlackMessage, SlackWorkspace
 from integrations.slack.client import SlackAuthError
 from integrations.slack.services import slack_sync_organization
 from integrations.slack.services.install import slack_workspace_token_refresh
+from tests.integrations.factories import SlackChannelFactory
 from tests.integrations.slack.conftest import (
     CHANNEL_ID,
     event_payload,
@@ -49,7 +50,7 @@ def installed(
     admin.force_login(make_user(organization=organization, role=Role.ADMIN, username="ada"))
     assert install_over_http(admin, organization).status_code == 200
     workspace = SlackWorkspace.objects.get(team_id=TEAM.team_id)
-    SlackChannel.objects.create(workspace=workspace, channel_id=CHANNEL_ID, name="help")
+    SlackChannelFactory(workspace=workspace, channel_id=CHANNEL_ID, name="help")
     slack_api.reset_requests()
     return workspace
 
