@@ -41,7 +41,7 @@ def cleanup_failed_tasks(**kwargs: Any) -> dict[str, int]:
     return services.task_records_fail_stuck()
 
 
-@shared_task(name="taskops.tasks.noop")
+@shared_task(name="taskops.tasks.noop", acks_late=True, reject_on_worker_lost=True)
 def noop(**kwargs: Any) -> None:
     """Diagnostic: do nothing (a worker answers; the ledger's cost per task)."""
 
