@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 CHANNEL_PREFIX = "zenith-result:"
 # A waiter re-reads the row at least this often, notice or not.
 RECHECK_SECONDS = 1.0
+# Larger results are not sent with the notice; the waiter reads them from the table.
+MAX_NOTICE_BYTES = 64 * 1024
 
 _COLUMNS = (
     "task_id",
@@ -143,38 +145,103 @@ class ResultBackend(DatabaseBackend):
         values.update(self._get_extended_properties(request, traceback))
         if values["traceback"] is None:
             values["traceback"] = traceback
-        self._upsert(values, using)
+        ledger = self._ledger_success(task_id, status, result, request)
+        self._upsert(values, using, ledger=ledger)
+        if ledger is not None:
+            # The task_success receiver (taskops.receivers) has nothing left to write.
+            request.zenith_success_recorded = True
         if status in states.READY_STATES:
-            self._announce(task_id, status)
+            self._announce(task_id, status, result, traceback, request)
         return result
 
-    def _upsert(self, values: dict[str, Any], using: str | None) -> None:
+    def _ledger_success(
+        self, task_id: str, status: str, result: Any, request: Any
+    ) -> tuple[str, list[Any]] | None:
+        """The ledger's SUCCESS update, to send with the result row (a worker's success only)."""
+        if status != states.SUCCESS or not settings.ZENITH_TASK_LEDGER or request is None:
+            return None
+        if getattr(request, "id", None) != task_id or getattr(request, "is_eager", False):
+            return None
+        if getattr(request, "zenith_cancelled", False):
+            return None
+        from taskops import ledger
+
+        return ledger.task_succeeded_statement(
+            task_id=task_id, result=result, started=getattr(request, "zenith_started", None)
+        )
+
+    def _upsert(
+        self, values: dict[str, Any], using: str | None, *, ledger: tuple[str, list[Any]] | None
+    ) -> None:
+        """Write the result row; with `ledger`, the ledger's update in the same round trip.
+
+        On PostgreSQL both go as one simple-protocol query: one implicit transaction, so
+        the result row and the ledger's SUCCESS commit together or not at all, and a retry
+        of the write (result_backend_always_retry) repeats both, which is harmless: the
+        upsert and the guarded UPDATE are idempotent.
+        """
         connection = connections[using or router.db_for_write(TaskResult)]
         sql, fields = _upsert_sql(connection.vendor)
         params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
-        async_commit = (
+        one_query = (
             connection.vendor == "postgresql"
             and not connection.in_atomic_block
             and not connection.settings_dict["OPTIONS"].get("server_side_binding")
         )
         with connection.cursor() as cursor:
-            if async_commit:
-                cursor.execute(ASYNC_COMMIT + sql, params)
-                cursor.nextset()
+            if one_query:
+                statements, all_params = [ASYNC_COMMIT + sql], [*params]
+                if ledger is not None:
+                    statements.append(ledger[0])
+                    all_params += ledger[1]
+                cursor.execute("; ".join(statements), all_params)
+                while cursor.nextset():
+                    pass
             else:
                 cursor.execute(sql, params)
+                if ledger is not None:
+                    cursor.execute(*ledger)
 
-    def _announce(self, task_id: str, status: str) -> None:
+    def _announce(
+        self, task_id: str, status: str, result: Any, traceback: str | None, request: Any
+    ) -> None:
+        """Publish the final state, with the result when small, to whoever waits for it."""
         url = notify_url()
         if not url:
             return
         import redis
 
+        meta = {
+            "task_id": task_id,
+            "status": status,
+            "result": result,
+            "traceback": traceback,
+            "children": self.current_task_children(request),
+            "date_done": timezone.now().isoformat(),
+        }
         try:
-            _redis_client(url).publish(result_channel(task_id), status)
+            payload = self.encode(meta)
+        except Exception:  # an unserialisable result: the waiter reads the row instead
+            payload = None
+        if payload is None or len(payload) > MAX_NOTICE_BYTES:
+            payload = self.encode({"task_id": task_id, "status": status})
+        try:
+            _redis_client(url).publish(result_channel(task_id), payload)
         except redis.RedisError:
             # The row is written; a waiter finds it on its next read (within a second).
             logger.warning("could not announce the result of %s", task_id, exc_info=True)
+
+    def _notice(self, message: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The task's meta from a notice that carries its result (else None: read the row)."""
+        if not message or message.get("type") != "message":
+            return None
+        try:
+            meta = self.decode_result(message["data"])
+        except Exception:  # a notice from another version: the row is the truth
+            return None
+        if not isinstance(meta, dict) or "result" not in meta:
+            return None
+        return meta if meta.get("status") in states.READY_STATES else None
 
     # --------------------------------------------------------------------------
     # Waiting
@@ -220,8 +287,12 @@ class ResultBackend(DatabaseBackend):
                     if wait <= 0:
                         raise CeleryTimeoutError("The operation timed out.")
                 try:
-                    pubsub.get_message(timeout=wait)
+                    message = pubsub.get_message(timeout=wait)
                 except redis.RedisError:
                     time.sleep(min(wait, interval))
+                    continue
+                notice = self._notice(message)
+                if notice is not None:
+                    return notice
         finally:
             pubsub.close()
