@@ -7,9 +7,12 @@ its DatabaseBackend:
   SELECT, then an INSERT in a savepoint or an UPDATE; on PostgreSQL it commits without
   waiting for the WAL flush, as the ledger's writes do (taskops/ledger.py says why).
 - When Redis is configured (REDIS_URL, else a Redis broker), a final state is announced on
-  the channel `zenith-result:<task_id>`, and AsyncResult.get() waits on that channel
-  instead of polling the table: it reads the row once after subscribing and again on each
-  notice, and at least once a second, so a lost notice costs at most a second.
+  the channel `zenith-result:<task_id>` with the result (when under 64 KB), and kept under
+  the same key for ten minutes, as Celery's own Redis backend does. AsyncResult.get()
+  subscribes, reads that key (a result stored before it subscribed), then waits for the
+  notice instead of polling the table; it reads the row itself once a second, so a lost
+  notice (Redis restarting) costs at most a second.
+- A worker's success is stored with the task ledger's SUCCESS update in one round trip.
 - A restarting PostgreSQL raises OperationalError (refused, shutting down, terminated);
   django-celery-results retries only InterfaceError. Both are treated as transient here:
   the broken connection is dropped and result_backend_always_retry backs off until the
@@ -40,6 +43,8 @@ CHANNEL_PREFIX = "zenith-result:"
 RECHECK_SECONDS = 1.0
 # Larger results are not sent with the notice; the waiter reads them from the table.
 MAX_NOTICE_BYTES = 64 * 1024
+# How long a notice stays readable for a waiter that subscribes late (the row stays longer).
+NOTICE_TTL_SECONDS = 10 * 60
 
 _COLUMNS = (
     "task_id",
@@ -225,18 +230,23 @@ class ResultBackend(DatabaseBackend):
             payload = None
         if payload is None or len(payload) > MAX_NOTICE_BYTES:
             payload = self.encode({"task_id": task_id, "status": status})
+        key = result_channel(task_id)
         try:
-            _redis_client(url).publish(result_channel(task_id), payload)
+            # Kept a while under the channel's name for a waiter that subscribes after it.
+            pipe = _redis_client(url).pipeline(transaction=False)
+            pipe.set(key, payload, ex=NOTICE_TTL_SECONDS)
+            pipe.publish(key, payload)
+            pipe.execute()
         except redis.RedisError:
             # The row is written; a waiter finds it on its next read (within a second).
             logger.warning("could not announce the result of %s", task_id, exc_info=True)
 
-    def _notice(self, message: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _notice_data(self, data: Any) -> dict[str, Any] | None:
         """The task's meta from a notice that carries its result (else None: read the row)."""
-        if not message or message.get("type") != "message":
+        if not data:
             return None
         try:
-            meta = self.decode_result(message["data"])
+            meta = self.decode_result(data)
         except Exception:  # a notice from another version: the row is the truth
             return None
         if not isinstance(meta, dict) or "result" not in meta:
@@ -273,26 +283,42 @@ class ResultBackend(DatabaseBackend):
             return super().wait_for(
                 task_id, timeout=timeout, interval=interval, no_ack=no_ack, on_interval=on_interval
             )
+        client = _redis_client(url)
+        next_read = time.monotonic()  # the table, the truth, is read at least once a second
+        try:
+            # A result stored before the subscription left its notice under the same key.
+            notice = self._notice_data(client.get(result_channel(task_id)))
+            if notice is not None:
+                return notice
+            next_read += RECHECK_SECONDS
+        except redis.RedisError:
+            pass
         try:
             while True:
-                # Read after subscribing: a result stored before the subscription is seen here.
-                meta = self.get_task_meta(task_id)
-                if meta["status"] in states.READY_STATES:
-                    return meta
-                if on_interval:
-                    on_interval()
-                wait = RECHECK_SECONDS
+                if time.monotonic() >= next_read:
+                    meta = self.get_task_meta(task_id)
+                    if meta["status"] in states.READY_STATES:
+                        return meta
+                    next_read = time.monotonic() + RECHECK_SECONDS
+                    if on_interval:
+                        on_interval()
+                wait = max(0.0, next_read - time.monotonic())
                 if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
+                    if time.monotonic() >= deadline:
+                        meta = self.get_task_meta(task_id)  # a last look at the truth
+                        if meta["status"] in states.READY_STATES:
+                            return meta
                         raise CeleryTimeoutError("The operation timed out.")
+                    wait = min(wait, deadline - time.monotonic())
                 try:
                     message = pubsub.get_message(timeout=wait)
                 except redis.RedisError:
                     time.sleep(min(wait, interval))
                     continue
-                notice = self._notice(message)
-                if notice is not None:
-                    return notice
+                if message and message.get("type") == "message":
+                    notice = self._notice_data(message["data"])
+                    if notice is not None:
+                        return notice
+                    next_read = time.monotonic()  # a notice without the result: read the row
         finally:
             pubsub.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -78,3 +79,22 @@ def test_a_failure_reaches_the_waiter_and_both_tables(processes):
     assert "raise ValueError" in row.traceback
     # The ledger's FAILURE (with attempts and traceback) is written right after the result.
     assert wait_for_state(task_id, TaskState.FAILURE).error.startswith("ValueError")
+
+
+def test_a_result_whose_notice_was_lost_is_read_from_the_table(transactional_db):
+    # Written while Redis was away (no notice, no key): the table is the truth.
+    task_id = str(uuid.uuid4())
+    TaskResult.objects.create(
+        task_id=task_id,
+        status="SUCCESS",
+        result='{"from": "table"}',
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+    assert AsyncResult(task_id).get(timeout=10) == {"from": "table"}
+
+
+def test_waiting_for_a_task_that_never_ends_times_out(transactional_db):
+    with pytest.raises(CeleryTimeoutError):
+        AsyncResult(str(uuid.uuid4())).get(timeout=0.3)
