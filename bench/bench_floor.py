@@ -341,16 +341,19 @@ def profile(count: int, out: Path) -> None:
             ]
             # Fill the queue first, then let the worker drain it: the profile is the
             # worker's alone.
+            redis_url = env["ZENITH_FLOOR_REDIS_URL"] if path == "floor" else env["REDIS_URL"]
+            stored = _results_counter(path, redis_url, database)
+            target = stored() + count
             _publish_only(env, path, count, queue)
             proc = subprocess.Popen(command, cwd=ROOT, env=env)
-            redis_url = env["ZENITH_FLOOR_REDIS_URL"] if path == "floor" else env["REDIS_URL"]
-            _wait_drained(redis_url, queue)
+            _wait_drained(stored, target)
             started = time.monotonic()
             proc.terminate()
             proc.wait(timeout=60)
             print(f"{path}: drained; stopped in {time.monotonic() - started:.1f}s", flush=True)
             stats = pstats.Stats(str(stats_file))
             with (out / f"{path}.txt").open("w") as handle:
+                handle.write(f"{path}: {count} no-ops drained by one solo-pool worker\n")
                 stats.stream = handle
                 stats.sort_stats("cumulative").print_stats(45)
                 stats.sort_stats("tottime").print_stats(30)
@@ -362,22 +365,42 @@ def profile(count: int, out: Path) -> None:
 def _publish_only(env: dict[str, str], path: str, count: int, queue: str) -> None:
     command = [sys.executable, "-m", "bench.bench_floor", "--publish", path, "--mode", "fill"]
     subprocess.run(
-        [*command, "--count", str(count), "--queue", queue], cwd=ROOT, env=env, check=True
+        [*command, "--count", str(count), "--queue", queue],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
-def _wait_drained(redis_url: str, queue: str) -> None:
+def _results_counter(path: str, redis_url: str, database: BenchDatabase) -> Any:
+    """A function that counts the stored successful results of `path`."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
+
+    def stored() -> int:
+        if path == "floor":
+            return sum(1 for _ in client.scan_iter("celery-task-meta-*", count=1000))
+        import psycopg
+
+        with psycopg.connect(database.url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS'"
+            ).fetchone()
+        return row[0] if row else 0
+
+    return stored
+
+
+def _wait_drained(stored: Any, target: int) -> None:
+    """Until the profiled worker has stored `target` results (its queue is its own)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
-    # kombu's Redis transport keeps a queue as a list per priority step, taken messages in
-    # the "unacked" hash until they are acknowledged.
-    while any(client.llen(key) for key in client.scan_iter(f"{queue}*")) or client.hlen("unacked"):
+    while stored() < target:
         if time.monotonic() > deadline:
             raise RuntimeError("the profiled worker did not drain its queue")
-        time.sleep(0.2)
-    time.sleep(1.0)  # the last task's result and ledger writes
+        time.sleep(0.5)
 
 
 def _fill(path: str, count: int, queue: str) -> dict[str, Any]:
