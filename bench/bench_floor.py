@@ -106,7 +106,7 @@ def _zenith_publish(mode: str, count: int, queue: str) -> dict[str, Any]:
         timings = []
         for i in range(count + WARMUP):
             started = time.perf_counter()
-            result = AsyncResult(enqueue())
+            result: Any = AsyncResult(enqueue())
             result.get(timeout=30, interval=RESULT_POLL)
             if result.status != "SUCCESS":
                 raise RuntimeError(f"noop ended {result.status}")
@@ -351,10 +351,9 @@ def profile(count: int, out: Path) -> None:
             proc.terminate()
             proc.wait(timeout=60)
             print(f"{path}: drained; stopped in {time.monotonic() - started:.1f}s", flush=True)
-            stats = pstats.Stats(str(stats_file))
             with (out / f"{path}.txt").open("w") as handle:
                 handle.write(f"{path}: {count} no-ops drained by one solo-pool worker\n")
-                stats.stream = handle
+                stats = pstats.Stats(str(stats_file), stream=handle)
                 stats.sort_stats("cumulative").print_stats(45)
                 stats.sort_stats("tottime").print_stats(30)
             _flush(redis_url, queue)

@@ -72,12 +72,13 @@ def _upsert_sql(vendor: str) -> tuple[str, tuple[Any, ...]]:
     """The upsert of one result row (PostgreSQL and SQLite both take ON CONFLICT DO UPDATE)."""
     quote_name = connections[router.db_for_write(TaskResult)].ops.quote_name
     meta = TaskResult._meta
-    fields = tuple(meta.get_field(name) for name in _COLUMNS)
+    by_name = {field.name: field for field in meta.concrete_fields}
+    fields = tuple(by_name[name] for name in _COLUMNS)
     table = quote_name(meta.db_table)
-    columns = ", ".join(quote_name(field.column) for field in fields)
+    columns = ", ".join(quote_name(field.column or field.attname) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     updates = [
-        f"{quote_name(f.column)} = EXCLUDED.{quote_name(f.column)}"
+        f"{quote_name(f.column or f.attname)} = EXCLUDED.{quote_name(f.column or f.attname)}"
         for f in fields
         if f.name not in _KEPT_ON_CONFLICT
     ]
