@@ -30,6 +30,8 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": str(os.cpu_count()),
+        # The machine may be shared: the load when the run ended says how noisy it was.
+        "load average (1/5/15 min) at the end": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
         "django": django.__version__,
         "celery": celery.__version__,
         "scikit-learn": sklearn.__version__,
@@ -93,15 +95,42 @@ def run_module(name: str) -> list[dict]:
     return [{"name": name, "note": f"failed (exit {process.returncode}); see the output above"}]
 
 
+def _with_earlier_rows(rows: list[dict], *, ran: set[str]) -> list[dict]:
+    """These rows, and the earlier latest.json's rows of the modules not run this time.
+
+    Running one module (`python -m bench bench_floor`) keeps every other module's figures,
+    each marked with the date it was measured.
+    """
+    earlier_file = HERE / "results" / "latest.json"
+    try:
+        earlier = json.loads(earlier_file.read_text())
+    except (OSError, ValueError):
+        return rows
+    measured = earlier.get("machine", {}).get("date", "an earlier run")
+    kept = []
+    for row in earlier.get("rows", []):
+        if row.get("module") in ran:
+            continue
+        row = dict(row)
+        if "measured" not in row:
+            row["measured"] = measured
+            row["note"] = f"{row.get('note', '')} [measured {measured}, not in this run]"
+        kept.append(row)
+    # Stable: each module's rows stay in their own order.
+    return sorted([*kept, *rows], key=lambda row: row.get("module", ""))
+
+
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     wanted = set(argv)
     modules = sorted(p.stem for p in HERE.glob("bench_*.py"))
     rows: list[dict] = []
+    ran: set[str] = set()
     for name in modules:
         if wanted and name not in wanted and name.removeprefix("bench_") not in wanted:
             continue
+        ran.add(name)
         started = time.monotonic()
         print(f"running {name} ...", flush=True)
         result = run_module(name)
@@ -110,6 +139,7 @@ def main(argv: list[str]) -> int:
         rows.extend(result)
         print(f"  {name} took {time.monotonic() - started:.1f}s", flush=True)
     info = machine()
+    rows = _with_earlier_rows(rows, ran=ran)
     text = table(rows, info)
     print(text)
     out = HERE / "results"

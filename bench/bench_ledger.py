@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
-from bench.common import ROOT, production_env, worker
+from bench.common import ROOT, BenchDatabase, production_env, worker
 
 TASK = "taskops.tasks.noop"
 DRAIN_TIMEOUT = 600.0
@@ -48,47 +47,6 @@ def _redis_reachable(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
     except redis.RedisError:
         return False
-
-
-class BenchDatabase:
-    """A throwaway database beside the configured one, migrated, dropped afterwards."""
-
-    def __init__(self) -> None:
-        configured = os.environ.get("DATABASE_URL", "")
-        self.postgres = configured.startswith(("postgres://", "postgresql://"))
-        if self.postgres:
-            parsed = urlparse(configured)
-            self.name = f"{parsed.path.lstrip('/') or 'zenith'}_bench_ledger_{os.getpid()}"
-            self.admin_url = urlunparse(parsed._replace(path="/postgres"))
-            self.url = urlunparse(parsed._replace(path=f"/{self.name}"))
-        else:
-            self._dir = tempfile.mkdtemp(prefix="zenith-bench-", dir=ROOT / "var")
-            self.url = f"sqlite:///{self._dir}/bench.db"
-
-    def _admin(self, sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql)
-
-    def create(self, env: dict[str, str]) -> None:
-        if self.postgres:
-            self._admin(f'DROP DATABASE IF EXISTS "{self.name}"')
-            self._admin(f'CREATE DATABASE "{self.name}"')
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-
-    def drop(self) -> None:
-        if self.postgres:
-            self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        else:
-            import shutil
-
-            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _publish_round(env: dict[str, str], tasks: int, queue: str) -> dict[str, float]:

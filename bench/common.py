@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +55,48 @@ def setup_django(tmp: Path, *, name: str, keep_redis_broker: bool = False) -> st
         return "postgresql"
     call_command("migrate", verbosity=0)
     return "sqlite"
+
+
+class BenchDatabase:
+    """A throwaway database beside the configured one, migrated, dropped afterwards."""
+
+    def __init__(self, label: str = "ledger") -> None:
+        configured = os.environ.get("DATABASE_URL", "")
+        self.postgres = configured.startswith(("postgres://", "postgresql://"))
+        if self.postgres:
+            parsed = urlparse(configured)
+            self.name = f"{parsed.path.lstrip('/') or 'zenith'}_bench_{label}_{os.getpid()}"
+            self.admin_url = urlunparse(parsed._replace(path="/postgres"))
+            self.url = urlunparse(parsed._replace(path=f"/{self.name}"))
+        else:
+            (ROOT / "var").mkdir(exist_ok=True)
+            self._dir = tempfile.mkdtemp(prefix="zenith-bench-", dir=ROOT / "var")
+            self.url = f"sqlite:///{self._dir}/bench.db"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def create(self, env: dict[str, str]) -> None:
+        if self.postgres:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.name}"')
+            self._admin(f'CREATE DATABASE "{self.name}"')
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+
+    def drop(self) -> None:
+        if self.postgres:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        else:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------
@@ -97,18 +141,21 @@ def worker_start(
     queues: Sequence[str] = (),
     concurrency: int = 1,
     name: str = "bench",
+    app: str = "zenith",
+    pool: str = "prefork",
 ) -> subprocess.Popen[bytes]:
     """Start a Celery worker, wait until it is ready, return its process; output goes to `log`.
 
     The worker runs as Docker runs one (scripts/start_celery_worker.py --worker-type), or
     with `queues` the same `celery worker` command on those queues only (a bench's own).
-    `env` is laid over this process's environment.
+    `env` is laid over this process's environment. `app` and `pool` apply with `queues`
+    (bench_floor runs its bare Celery app, `bench.floor_app`, that way).
     """
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@localhost"
     if queues:
         command = [
-            *(sys.executable, "-m", "celery", "-A", "zenith", "worker", "--loglevel", "INFO"),
-            *("--queues", ",".join(queues), "--pool", "prefork"),
+            *(sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO"),
+            *("--queues", ",".join(queues), "--pool", pool),
         ]
     else:
         command = [

@@ -119,6 +119,8 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     task_id = getattr(request, "id", None)
     if not task_id or getattr(request, "zenith_cancelled", False):
         return
+    if getattr(request, "zenith_success_recorded", False):
+        return  # written with the result row (taskops.results.ResultBackend)
     _safely(
         "the success",
         ledger.task_succeeded,

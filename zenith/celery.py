@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 from typing import Any
 
 import structlog
@@ -52,6 +53,27 @@ def log_worker_setup(sender: str, instance: Any, **kwargs: Any) -> None:
         queues=sorted(instance.app.amqp.queues.consume_from),
         concurrency=instance.concurrency,
     )
+
+
+@signals.task_postrun.connect
+def close_unusable_connections(task: Any = None, **kwargs: Any) -> None:
+    """After a task, drop a database connection that failed or outlived CONN_MAX_AGE.
+
+    What Django does at the end of each request; Celery's fixup no longer closes every
+    connection after every task (CELERY_DB_REUSE_MAX in settings). No query is made unless
+    the connection saw an error.
+    """
+    from django.db import connections
+
+    if task is None or getattr(task.request, "is_eager", False):
+        return  # run in the caller's process (and maybe its transaction): not ours to close
+    now = time.monotonic()
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        expired = connection.close_at is not None and now >= connection.close_at
+        if expired or connection.errors_occurred or not connection.get_autocommit():
+            connection.close_if_unusable_or_obsolete()
 
 
 def task_log_context_bind(sender: Any = None, task: Any = None, **kwargs: Any) -> None:

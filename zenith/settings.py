@@ -298,9 +298,22 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
-CELERY_TASK_TRACK_STARTED = True
-CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# STARTED lives in the task ledger (taskops/ledger.py), written as the task starts; a
+# second STARTED write into the result table would double the database work of a short task.
+CELERY_TASK_TRACK_STARTED = False
+# Task events feed Flower's task views only (the ledger is Zenith's record of every task).
+# Off by default: each costs the worker a Redis publish per state change. Flower switches a
+# running worker's events on by itself (its --enable_events, on by default); set
+# ZENITH_TASK_EVENTS=1 to have workers send them from the start.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#worker-send-task-events
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("ZENITH_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+# Celery's Django fixup closes every database connection before and after every task unless
+# this is set: a new PostgreSQL connection per task cost more than the task. With it set the
+# fixup closes them every this many tasks, and taskops.receivers closes a connection that
+# failed or passed CONN_MAX_AGE after each task, as Django does after each request.
+# https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html
+CELERY_DB_REUSE_MAX = env.int("ZENITH_DB_REUSE_MAX", default=1000)
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-connection-retry-on-startup
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
