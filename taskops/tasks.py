@@ -100,3 +100,9 @@ def deliver_alert(self: Any, delivery_id: int, **kwargs: Any) -> dict[str, Any]:
     if delivery is None:
         return {"delivery_id": delivery_id, "state": "deleted"}
     return {"delivery_id": delivery.pk, "state": delivery.state, "attempts": delivery.attempts}
+
+
+@shared_task(name="taskops.tasks.republish_lost_tasks")
+def republish_lost_tasks(**kwargs: Any) -> dict[str, int]:
+    """Publish again queued tasks whose message the broker lost (a failover): the outbox."""
+    return services.task_records_republish_lost()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -17,12 +18,17 @@ logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus 503 with a message when the broker cannot take a task."""
+    """DRF's handler, plus 503 with a message when the broker cannot take a task.
+
+    The publish already retried for ZENITH_PUBLISH_RETRY_SECONDS (a failover usually ends
+    within it); Retry-After tells the client when trying again is worth it.
+    """
     if isinstance(exc, BrokerError):
         logger.warning("broker unavailable: %s", exc)
         return Response(
             {"detail": f"the task queue is unavailable, try again later ({exc})"},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.ZENITH_BROKER_RETRY_AFTER)},
         )
     return drf_exception_handler(exc, context)
 
