@@ -11,6 +11,8 @@ few seconds, as production beat does every minute. The counts are printed (run w
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 import threading
 import time
@@ -102,7 +104,7 @@ def _resume_seconds(killed_at: datetime) -> tuple[float, float]:
         )
     )
     points = [killed_at, *starts]
-    gaps = [(b - a).total_seconds() for a, b in zip(points, points[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(points)]
     if not gaps:
         return float("inf"), float("inf")
     longest = max(range(len(gaps)), key=gaps.__getitem__)
@@ -172,14 +174,12 @@ def test_a_primary_killed_mid_run_loses_nothing_accepted_and_runs_nothing_twice(
     refused = [r for r in responses if r[0] == 503]
 
     records = TaskRecord.objects.filter(task_id__in=accepted)
-    try:
+    with contextlib.suppress(AssertionError):  # what never ran is counted and reported below
         wait_until(
             lambda: records.filter(state=TaskState.SUCCESS).count() == len(accepted),
             timeout=120,
             interval=1,
         )
-    except AssertionError:
-        pass  # counted and reported below
     done = time.monotonic() - killed
     time.sleep(2)  # a duplicate delivered at the very end would show in the logs now
     runs = _ran(processes)
@@ -187,10 +187,7 @@ def test_a_primary_killed_mid_run_loses_nothing_accepted_and_runs_nothing_twice(
     twice = sorted(task_id for task_id, n in runs.items() if n > 1)
     resumed, pause = _resume_seconds(killed_at)
     republished = TaskRecord.objects.filter(
-        name="taskops.tasks.republish_lost_tasks",
-        state=TaskState.SUCCESS,
-        started_at__gte=killed_at,
-        result__republished__gt=0,
+        name="taskops.tasks.republish_lost_tasks", result__republished__gt=0
     ).values_list("result", flat=True)
     sweeps_after = TaskRecord.objects.filter(
         name="taskops.tasks.republish_lost_tasks",
