@@ -44,8 +44,8 @@ class Node:
     directory: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, socket_timeout=2, socket_connect_timeout=2)
 
     @property
     def address(self) -> str:
@@ -61,7 +61,7 @@ class Node:
 
 @dataclass
 class SentinelCluster:
-    """`replicas` replicas of one primary, watched by `sentinels` sentinels (quorum 2)."""
+    """`replicas` replicas of one primary, watched by `sentinels` sentinels (quorum 2, or 1)."""
 
     root: Path
     replicas: int = 2
@@ -129,6 +129,7 @@ class SentinelCluster:
             Node(name=f"sentinel-{i}", port=free_port(), directory=self.root / f"sentinel-{i}")
             for i in range(self.sentinels)
         ]
+        quorum = min(2, self.sentinels)
         for watcher in self.watchers:
             config = "\n".join(
                 [
@@ -137,7 +138,7 @@ class SentinelCluster:
                     f"dir {watcher.directory}",
                     "logfile log.txt",
                     "daemonize no",
-                    f"sentinel monitor {self.master_name} 127.0.0.1 {primary.port} 2",
+                    f"sentinel monitor {self.master_name} 127.0.0.1 {primary.port} {quorum}",
                     f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}",
                     f"sentinel failover-timeout {self.master_name} {self.failover_timeout_ms}",
                     f"sentinel parallel-syncs {self.master_name} 1",
