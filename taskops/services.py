@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -262,6 +263,26 @@ def _broker_queued_ids(conn: Any, queues: list[str]) -> set[str]:
     return ids
 
 
+def _broker_held_ids(conn: Any, *, delivered_since: float) -> set[str]:
+    """Ids of the messages a worker took from Redis since then and has not acked yet.
+
+    kombu keeps each delivered message in the `unacked` hash, indexed by delivery time, until
+    the worker acks it. A recent entry is in a worker's hands; an old one whose task never
+    started belongs to a worker that lost its connection (a failover) and dropped it.
+    """
+    channel = conn.default_channel
+    client = channel.client
+    tags = client.zrangebyscore(channel.unacked_index_key, delivered_since, "+inf")
+    ids: set[str] = set()
+    for start in range(0, len(tags), OUTBOX_SCAN_CHUNK):
+        for raw in client.hmget(channel.unacked_key, tags[start : start + OUTBOX_SCAN_CHUNK]):
+            with contextlib.suppress(ValueError, TypeError, AttributeError, IndexError):
+                task_id = json.loads(raw)[0].get("headers", {}).get("id")
+                if task_id:
+                    ids.add(str(task_id))
+    return ids
+
+
 def task_records_republish_lost(
     *, grace_seconds: float | None = None, limit: int = 10_000
 ) -> dict[str, int]:
@@ -269,10 +290,12 @@ def task_records_republish_lost(
 
     The ledger is the outbox: every published task has a PENDING row until a worker starts
     it. A Redis failover loses what the old primary had not yet replicated (and a restart
-    without persistence loses everything queued), while the rows stay PENDING. A row that
-    has been PENDING for `grace_seconds` (ZENITH_OUTBOX_GRACE_SECONDS) and whose id is in
-    no queue is published again under the same id. A copy that was not lost after all (a
-    worker held it) makes no difference: the ledger lets one copy run (ledger.task_started).
+    without persistence loses everything queued), and a worker whose connection broke drops
+    the messages it had taken but not started, while the rows stay PENDING. A row that has
+    been PENDING for `grace_seconds` (ZENITH_OUTBOX_GRACE_SECONDS), whose id is in no queue
+    and was not taken by a worker within that time, is published again under the same id.
+    A copy that was not lost after all makes no difference: the ledger lets one copy run
+    (ledger.task_started).
     Only Redis brokers are read; on others nothing is done.
     """
     from zenith.celery import app
@@ -288,23 +311,27 @@ def task_records_republish_lost(
         | {settings.CELERY_TASK_DEFAULT_QUEUE}
     )
     outcome = {"checked": 0, "republished": 0}
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=3)
-        if conn.transport.driver_type != "redis":
-            return outcome
-        # Read the broker first: a message popped meanwhile has started (no longer PENDING)
-        # by the time the rows are read, or it is republished as a harmless second copy.
-        queued = _broker_queued_ids(conn, queues)
     now = timezone.now()
     cutoff = now - timedelta(seconds=grace)
-    candidates = (
+    candidates = list(
         TaskRecord.objects.filter(state=TaskState.PENDING, updated_at__lt=cutoff)
         .filter(Q(eta__isnull=True) | Q(eta__lte=now))
         .order_by("queued_at")[:limit]
     )
+    if not candidates:
+        return outcome
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        if conn.transport.driver_type != "redis":
+            return outcome
+        # Rows first, then the queues, then what workers hold: a message moves from a queue
+        # to the unacked hash, so one popped between the reads is found in the second, and
+        # one that started meanwhile is no longer PENDING when it is claimed below.
+        present = _broker_queued_ids(conn, queues)
+        present |= _broker_held_ids(conn, delivered_since=time.time() - grace)
     for record in candidates:
         outcome["checked"] += 1
-        if record.task_id in queued:
+        if record.task_id in present:
             continue
         # Claim it for one grace period, so two sweeps at once publish it once.
         claimed = TaskRecord.objects.filter(

@@ -4,6 +4,7 @@ and a second copy of a message never runs a task twice."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -79,6 +80,27 @@ def test_a_queued_task_the_broker_lost_is_published_again_once(redis_broker, org
     # A second sweep within the grace period does not publish it a second time.
     _lose(lost)
     assert services.task_records_republish_lost(grace_seconds=60)["republished"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_a_worker_took_is_published_again_only_once_it_held_it_too_long(redis_broker):
+    task_id = services.task_enqueue(name="taskops.tasks.noop", kwargs={})
+    _age(task_id, 600)
+    with app.connection_for_write() as conn:
+        # Taken and not acked, as by a worker: the message moves to the unacked hash.
+        held = conn.default_channel.basic_get("default", no_ack=False)
+        assert held is not None
+        try:
+            assert _queued_ids() == []
+            assert services.task_records_republish_lost(grace_seconds=60)["republished"] == 0
+
+            time.sleep(1.2)  # the worker has held it past a 1 s grace: it lost it
+            outcome = services.task_records_republish_lost(grace_seconds=1)
+        finally:
+            held.ack()
+
+    assert outcome == {"checked": 1, "republished": 1}
+    assert _queued_ids() == [task_id]
 
 
 @pytest.mark.django_db(transaction=True)
