@@ -28,8 +28,8 @@ from rest_framework.test import APIClient
 
 from taskops.models import TaskRecord, TaskState
 from tests.faults.conftest import wait_until
-from tests.sentinel import SentinelCluster
-from tests.services import missing
+from tests.support.sentinel import SentinelCluster
+from tests.support.services import missing
 from tickets.models import Role
 from zenith.celery import app
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from taskops import services
 from taskops.models import TaskRecord, TaskState
 from taskops.tasks import diagnostic_fail, noop
-from tests.services import missing, redis_available
+from tests.support.services import missing, redis_available
 from zenith.celery import app
 
 
