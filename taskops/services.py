@@ -293,8 +293,6 @@ def task_records_republish_lost(
     (ledger.task_started).
     Only Redis brokers are read; on others nothing is done.
     """
-    from zenith.celery import app
-
     grace = settings.ZENITH_OUTBOX_GRACE_SECONDS if grace_seconds is None else grace_seconds
     queues = sorted(
         set(
@@ -315,7 +313,7 @@ def task_records_republish_lost(
     )
     if not candidates:
         return outcome
-    with app.connection_for_write() as conn:
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
         if conn.transport.driver_type != "redis":
             return outcome
@@ -339,7 +337,7 @@ def task_records_republish_lost(
             headers[ledger.ORGANIZATION_HEADER] = record.organization_id
         if record.retry_of:
             headers[ledger.RETRY_OF_HEADER] = record.retry_of
-        app.send_task(
+        current_app.send_task(
             record.name,
             args=list(record.args or []),
             kwargs=dict(record.kwargs or {}),
