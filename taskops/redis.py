@@ -153,7 +153,7 @@ def redis_topology(url: str) -> dict[str, Any]:
     finally:
         client.close()
     offset = int(info.get("master_repl_offset") or 0)
-    replicas = []
+    replicas: list[dict[str, Any]] = []
     for key, value in info.items():
         if not re.fullmatch(r"slave\d+", key) or not isinstance(value, dict):
             continue
@@ -172,8 +172,8 @@ def redis_topology(url: str) -> dict[str, Any]:
         "role": info.get("role"),
         "replicas": replicas,
         "replicas_online": sum(1 for r in replicas if r["state"] == "online"),
-        "max_lag_seconds": max((r["lag_seconds"] for r in replicas), default=None),
-        "max_lag_bytes": max((r["lag_bytes"] for r in replicas), default=None),
+        "max_lag_seconds": max((int(r["lag_seconds"]) for r in replicas), default=None),
+        "max_lag_bytes": max((int(r["lag_bytes"]) for r in replicas), default=None),
     }
     if info.get("role") != "master":
         report["master"] = _address(info.get("master_host"), info.get("master_port"))
@@ -183,12 +183,17 @@ def redis_topology(url: str) -> dict[str, Any]:
 class _CacheClient(RedisCacheClient):
     """Django's Redis cache client, connected through redis_client (so Sentinel works)."""
 
+    def __init__(self, servers: list[str], **options: Any) -> None:
+        super().__init__(servers, **options)
+        self._url = servers[0]
+        self._pool: Any = None
+
     def _get_connection_pool(self, write: bool) -> Any:
-        pool = self._pools.get(0)
-        if pool is None:
-            pool = redis_client(self._servers[0], **self._pool_options).connection_pool
-            self._pools[0] = pool
-        return pool
+        if self._pool is None:
+            # The parser class and the OPTIONS of settings.CACHES, as Django assembled them.
+            options = self.__dict__["_pool_options"]
+            self._pool = redis_client(self._url, **options).connection_pool
+        return self._pool
 
 
 class ZenithRedisCache(RedisCache):

@@ -337,13 +337,14 @@ def task_records_republish_lost(
             headers[ledger.ORGANIZATION_HEADER] = record.organization_id
         if record.retry_of:
             headers[ledger.RETRY_OF_HEADER] = record.retry_of
+        options: dict[str, Any] = {"queue": record.queue} if record.queue else {}
         current_app.send_task(
             record.name,
             args=list(record.args or []),
             kwargs=dict(record.kwargs or {}),
             task_id=record.task_id,
             headers=headers,
-            **({"queue": record.queue} if record.queue else {}),
+            **options,
         )
         outcome["republished"] += 1
     if outcome["republished"]:
