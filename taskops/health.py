@@ -193,6 +193,9 @@ def health_report(*, timeout: float = INSPECT_TIMEOUT) -> tuple[bool, dict[str, 
     except Exception:  # the database check names the cause
         failures = None
     report = {
+        # An unhealthy report is a 503, and every API error carries a "detail" sentence
+        # (zenith.api); without one the error middleware would replace the whole report.
+        **({"detail": f"unhealthy: {', '.join(failing)}"} if failing else {}),
         "status": "unhealthy" if failing else "ok",
         "failing": failing,
         "checks": checks,
