@@ -103,7 +103,8 @@ class APIErrorMiddleware:
         response = self.get_response(request)
         if response.status_code < 400 or not request.path.startswith(API_PREFIXES):
             return response
-        if getattr(response, "streaming", False):
+        if getattr(response, "streaming", False) or getattr(response, "human_page", False):
+            # Streams, and pages a browser is sent to (OAuth callbacks), are left as they are.
             return response
         detail = _detail_of(response)
         if detail is None:

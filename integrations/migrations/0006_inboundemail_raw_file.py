@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('integrations', '0004_mailbox_oauth'),
+        ('integrations', '0005_slack_oauth'),
     ]
 
     operations = [

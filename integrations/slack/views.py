@@ -208,4 +208,7 @@ class SlackOAuthCallbackView(APIView):
         installed = bolt_request.context.get(slack_oauth.INSTALLED)
         if installed and response.status_code == status.HTTP_302_FOUND:
             django_messages.success(request._request, f"Slack workspace {installed} connected.")
+        # A person's browser lands here from Slack: its error pages stay readable HTML
+        # (JSON when the caller asked for JSON); see zenith.api.APIErrorMiddleware.
+        response.human_page = True  # type: ignore[attr-defined]
         return response
