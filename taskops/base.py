@@ -69,6 +69,10 @@ class ZenithTask(Task):
                 str(self.request.id), "cancelled before it started", request=self.request
             )
             raise Ignore()
+        if getattr(self.request, "zenith_duplicate", False):
+            # A second copy of a message whose task already ran or runs elsewhere: the
+            # ledger row and the result belong to the copy that runs; this one is dropped.
+            raise Ignore()
         lost = getattr(self.request, "zenith_worker_lost", 0)
         if lost > settings.ZENITH_MAX_REDELIVERIES:
             # Set by the ledger's prerun receiver: fail (and ack) rather than crash again.

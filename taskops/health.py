@@ -107,6 +107,42 @@ def check_broker_and_workers(
     return broker, workers, depth_check
 
 
+def redis_url_to_watch() -> str:
+    """The Redis whose primary and replicas health reports: the broker's, else REDIS_URL's."""
+    for url in (settings.CELERY_BROKER_URL, settings.REDIS_URL):
+        if url and url.split(":", 1)[0].lower() in ("redis", "rediss", "sentinel"):
+            return url
+    return ""
+
+
+def check_redis(*, broker_ok: bool | None = True) -> dict[str, Any]:
+    """Which Redis node is primary now and how far each replica lags behind it.
+
+    With Sentinel, the primary is the node the sentinels name (it changes on a failover);
+    `ok` is False when that node cannot be read or is not a primary.
+    """
+    url = redis_url_to_watch()
+    if not url:
+        return {"ok": None, "note": "no Redis configured (broker and REDIS_URL)"}
+    if broker_ok is False and url == settings.CELERY_BROKER_URL:
+        return {"ok": None, "error": "not checked: the broker is unreachable"}
+    import redis
+
+    from taskops.redis import redis_topology
+
+    try:
+        topology = redis_topology(url)
+    except (redis.RedisError, OSError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if topology["role"] != "master":
+        return {
+            **topology,
+            "ok": False,
+            "error": f"{topology['primary']} is a {topology['role']}, not a primary",
+        }
+    return {**topology, "ok": True}
+
+
 def check_beat() -> dict[str, Any]:
     """Beat is alive when health_check_tasks ran lately or a beat renews the lease now.
 
@@ -144,13 +180,22 @@ def health_report(*, timeout: float = INSPECT_TIMEOUT) -> tuple[bool, dict[str, 
     """(healthy, report); `report["failing"]` names every check that is not ok."""
     checks: dict[str, Any] = {"database": check_database()}
     broker, workers, queues = check_broker_and_workers(timeout=timeout)
-    checks.update(broker=broker, workers=workers, beat=check_beat(), queues=queues)
+    checks.update(
+        broker=broker,
+        redis=check_redis(broker_ok=broker.get("ok")),
+        workers=workers,
+        beat=check_beat(),
+        queues=queues,
+    )
     failing = [name for name, check in checks.items() if check.get("ok") is False]
     try:
         failures = task_failure_count()
     except Exception:  # the database check names the cause
         failures = None
     report = {
+        # An unhealthy report is a 503, and every API error carries a "detail" sentence
+        # (zenith.api); without one the error middleware would replace the whole report.
+        **({"detail": f"unhealthy: {', '.join(failing)}"} if failing else {}),
         "status": "unhealthy" if failing else "ok",
         "failing": failing,
         "checks": checks,

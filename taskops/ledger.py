@@ -157,6 +157,16 @@ def _statement(kind: str, names: tuple[str, ...], vendor: str) -> tuple[str, tup
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
             f"ON CONFLICT ({quote('task_id')}) DO NOTHING"
         )
+    elif kind == "start":
+        assignments = ", ".join(f"{quote(field.column or field.attname)} = %s" for field in fields)
+        state, retries = quote("state"), quote("retries")
+        # Parameters after the values: task id, the two startable states, the two running
+        # states, whether this delivery is a redelivery, and the delivery's retry number.
+        sql = (
+            f"UPDATE {table} SET {assignments} "  # noqa: S608
+            f"WHERE {quote('task_id')} = %s AND ({state} IN (%s, %s) "
+            f"OR ({state} IN (%s, %s) AND (%s OR {retries} < %s)))"
+        )
     else:
         assignments = ", ".join(f"{quote(field.column or field.attname)} = %s" for field in fields)
         sql = (
@@ -265,10 +275,40 @@ def _record_from_request(*, task_id: str, name: str, request: Any, state: str) -
     )
 
 
+# What task_started decided about a delivery.
+RUN, CANCELLED, DUPLICATE = "run", "cancelled", "duplicate"
+
+
+def _claim_start(task_id: str, values: dict[str, Any], *, redelivered: bool, retries: int) -> int:
+    """UPDATE the row to STARTED if this delivery may run it; the number of rows changed.
+
+    A queued (PENDING) or retrying (RETRY) task may start. A running one only for a
+    redelivery (its worker died) or a later retry; a finished or revoked one never.
+    So a second copy of a message (the outbox re-published a task whose first copy
+    survived a failover; a publish retried after the write had landed) does nothing.
+    """
+    extra = (
+        task_id,
+        TaskState.PENDING,
+        TaskState.RETRY,
+        TaskState.STARTED,
+        TaskState.PROGRESS,
+        redelivered,
+        retries,
+    )
+    return _execute("start", values, extra)
+
+
 @_ledger_write
-def task_started(*, task_id: str, name: str, request: Any) -> bool:
-    """Mark the task STARTED on this worker; False when it was cancelled before it started."""
+def task_started(*, task_id: str, name: str, request: Any) -> str:
+    """Mark the task STARTED on this worker if this delivery may run it.
+
+    RUN, or CANCELLED (a person revoked it before it started), or DUPLICATE (it already
+    started or finished from another copy of its message: this one must do nothing).
+    """
     now = timezone.now()
+    redelivered = bool((getattr(request, "delivery_info", None) or {}).get("redelivered"))
+    retries = getattr(request, "retries", 0) or 0
     fields = {
         "state": TaskState.STARTED,
         "worker": (getattr(request, "hostname", None) or "")[:255],
@@ -278,15 +318,17 @@ def task_started(*, task_id: str, name: str, request: Any) -> bool:
         "runtime": None,
         "updated_at": now,
     }
-    if _update_unless_revoked(task_id, **fields):
-        return True
+    if _claim_start(task_id, fields, redelivered=redelivered, retries=retries):
+        return RUN
     state = TaskRecord.objects.filter(task_id=task_id).values_list("state", flat=True).first()
     if state == TaskState.REVOKED:
-        return False
+        return CANCELLED
     if state is None:
         _record_from_request(task_id=task_id, name=name, request=request, state=TaskState.STARTED)
         _update_unless_revoked(task_id, **fields)
-    return True
+        return RUN
+    logger.info("task %s %s is already %s: this copy of it does nothing", name, task_id, state)
+    return DUPLICATE
 
 
 @_ledger_write

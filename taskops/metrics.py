@@ -54,6 +54,49 @@ class LedgerCollector(Collector):
         yield from self._runtimes()
         yield from self._queues()
         yield from self._beat(names)
+        yield from self._redis()
+
+    def _redis(self) -> Iterator[Metric]:
+        """The Redis primary (its address as a label) and how far its replicas lag."""
+        url = health.redis_url_to_watch()
+        if not url:
+            return
+        import redis
+
+        from taskops.redis import redis_topology
+
+        try:
+            topology = redis_topology(url)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("metrics: cannot read the Redis topology: %s", exc)
+            return
+        primary = GaugeMetricFamily(
+            "zenith_redis_primary",
+            "1 for the Redis node serving as primary now (it changes on a Sentinel failover).",
+            labels=["address", "mode"],
+        )
+        primary.add_metric([topology["primary"], topology["mode"]], 1)
+        yield primary
+        online = GaugeMetricFamily(
+            "zenith_redis_replicas_online", "Replicas connected to the Redis primary and in sync."
+        )
+        online.add_metric([], topology["replicas_online"])
+        yield online
+        lag_seconds = GaugeMetricFamily(
+            "zenith_redis_replica_lag_seconds",
+            "Seconds since each replica last acknowledged the primary's replication stream.",
+            labels=["replica"],
+        )
+        lag_bytes = GaugeMetricFamily(
+            "zenith_redis_replica_lag_bytes",
+            "Bytes of the primary's replication stream each replica has not yet acknowledged.",
+            labels=["replica"],
+        )
+        for replica in topology["replicas"]:
+            lag_seconds.add_metric([replica["address"]], replica["lag_seconds"])
+            lag_bytes.add_metric([replica["address"]], replica["lag_bytes"])
+        yield lag_seconds
+        yield lag_bytes
 
     def _tasks(self, names: set[str]) -> Iterator[Metric]:
         tasks = GaugeMetricFamily(

@@ -98,9 +98,12 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
         name=task.name,
         request=request,
     )
-    if started is False:
+    if started == ledger.CANCELLED:
         # Cancelled while no worker knew it (revoke broadcasts reach live workers only).
         request.zenith_cancelled = True
+    elif started == ledger.DUPLICATE:
+        # Another copy of this message already ran it or runs it now (see ledger).
+        request.zenith_duplicate = True
     elif (getattr(request, "delivery_info", None) or {}).get("redelivered"):
         # The broker gave it back: a worker died under it (or shut down before acking).
         # ZenithTask fails it once this count passes ZENITH_MAX_REDELIVERIES.
@@ -118,6 +121,8 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     request = sender.request
     task_id = getattr(request, "id", None)
     if not task_id or getattr(request, "zenith_cancelled", False):
+        return
+    if getattr(request, "zenith_duplicate", False):
         return
     if getattr(request, "zenith_success_recorded", False):
         return  # written with the result row (taskops.results.ResultBackend)

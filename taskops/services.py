@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -347,6 +348,128 @@ def task_records_fail_stuck(*, older_than: timedelta = STUCK_AFTER) -> dict[str,
 
 
 # ------------------------------------------------------------------------------
+# Outbox: queued tasks whose message the broker lost are published again
+# ------------------------------------------------------------------------------
+OUTBOX_SCAN_CHUNK = 1000
+
+
+def _broker_queued_ids(conn: Any, queues: list[str]) -> set[str]:
+    """Ids of the task messages waiting in these queues (every priority list) on Redis."""
+    channel = conn.default_channel
+    client = channel.client
+    ids: set[str] = set()
+    for queue in queues:
+        for priority in channel.priority_steps:
+            key = channel._q_for_pri(queue, priority)
+            start = 0
+            while chunk := client.lrange(key, start, start + OUTBOX_SCAN_CHUNK - 1):
+                for raw in chunk:
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        task_id = json.loads(raw).get("headers", {}).get("id")
+                        if task_id:
+                            ids.add(str(task_id))
+                start += len(chunk)
+    return ids
+
+
+def _broker_held_ids(conn: Any, *, delivered_since: float) -> set[str]:
+    """Ids of the messages a worker took from Redis since then and has not acked yet.
+
+    kombu keeps each delivered message in the `unacked` hash, indexed by delivery time, until
+    the worker acks it. A recent entry is in a worker's hands; an old one whose task never
+    started belongs to a worker that lost its connection (a failover) and dropped it.
+    """
+    channel = conn.default_channel
+    client = channel.client
+    tags = client.zrangebyscore(channel.unacked_index_key, delivered_since, "+inf")
+    ids: set[str] = set()
+    for start in range(0, len(tags), OUTBOX_SCAN_CHUNK):
+        for raw in client.hmget(channel.unacked_key, tags[start : start + OUTBOX_SCAN_CHUNK]):
+            with contextlib.suppress(ValueError, TypeError, AttributeError, IndexError):
+                task_id = json.loads(raw)[0].get("headers", {}).get("id")
+                if task_id:
+                    ids.add(str(task_id))
+    return ids
+
+
+def task_records_republish_lost(
+    *, grace_seconds: float | None = None, limit: int = 10_000
+) -> dict[str, int]:
+    """Publish again the queued tasks whose message is no longer in the broker; how many.
+
+    The ledger is the outbox: every published task has a PENDING row until a worker starts
+    it. A Redis failover loses what the old primary had not yet replicated (and a restart
+    without persistence loses everything queued), and a worker whose connection broke drops
+    the messages it had taken but not started, while the rows stay PENDING. A row that has
+    been PENDING for `grace_seconds` (ZENITH_OUTBOX_GRACE_SECONDS), whose id is in no queue
+    and was not taken by a worker within that time, is published again under the same id.
+    A copy that was not lost after all makes no difference: the ledger lets one copy run
+    (ledger.task_started).
+    Only Redis brokers are read; on others nothing is done.
+    """
+    grace = settings.ZENITH_OUTBOX_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    queues = sorted(
+        set(
+            TaskRecord.objects.filter(state=TaskState.PENDING)
+            .exclude(queue="")
+            .values_list("queue", flat=True)
+            .distinct()
+        )
+        | {settings.CELERY_TASK_DEFAULT_QUEUE}
+    )
+    outcome = {"checked": 0, "republished": 0}
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=grace)
+    candidates = list(
+        TaskRecord.objects.filter(state=TaskState.PENDING, updated_at__lt=cutoff)
+        .filter(Q(eta__isnull=True) | Q(eta__lte=now))
+        .order_by("queued_at")[:limit]
+    )
+    if not candidates:
+        return outcome
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        if conn.transport.driver_type != "redis":
+            return outcome
+        # Rows first, then the queues, then what workers hold: a message moves from a queue
+        # to the unacked hash, so one popped between the reads is found in the second, and
+        # one that started meanwhile is no longer PENDING when it is claimed below.
+        present = _broker_queued_ids(conn, queues)
+        present |= _broker_held_ids(conn, delivered_since=time.time() - grace)
+    for record in candidates:
+        outcome["checked"] += 1
+        if record.task_id in present:
+            continue
+        # Claim it for one grace period, so two sweeps at once publish it once.
+        claimed = TaskRecord.objects.filter(
+            pk=record.pk, state=TaskState.PENDING, updated_at=record.updated_at
+        ).update(updated_at=now)
+        if not claimed:
+            continue
+        headers: dict[str, Any] = {TRIGGERED_BY_HEADER: record.triggered_by or "system"}
+        if record.organization_id is not None:
+            headers[ledger.ORGANIZATION_HEADER] = record.organization_id
+        if record.retry_of:
+            headers[ledger.RETRY_OF_HEADER] = record.retry_of
+        options: dict[str, Any] = {"queue": record.queue} if record.queue else {}
+        current_app.send_task(
+            record.name,
+            args=list(record.args or []),
+            kwargs=dict(record.kwargs or {}),
+            task_id=record.task_id,
+            headers=headers,
+            **options,
+        )
+        outcome["republished"] += 1
+    if outcome["republished"]:
+        logger.warning(
+            "outbox: published %d queued tasks again whose message the broker had lost",
+            outcome["republished"],
+        )
+    return outcome
+
+
+# ------------------------------------------------------------------------------
 # Beat: the lease that lets one beat send
 # ------------------------------------------------------------------------------
 def scheduler_lease_acquire(*, name: str, holder: str, seconds: float) -> bool:
@@ -428,6 +551,12 @@ DEFAULT_SCHEDULES = (
         name="Health check heartbeat",
         task="taskops.tasks.health_check_tasks",
         description="Record beat's heartbeat; tasks/health reports beat down when it is old.",
+        interval=(1, "minutes"),
+    ),
+    DefaultSchedule(
+        name="Republish lost tasks",
+        task="taskops.tasks.republish_lost_tasks",
+        description="Publish again queued tasks whose message the broker lost (a failover).",
         interval=(1, "minutes"),
     ),
     DefaultSchedule(

@@ -79,3 +79,9 @@ def diagnostic_crash(**kwargs: Any) -> None:
     ZENITH_MAX_REDELIVERIES lost deliveries; the next delivery fails without running.
     """
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@zenith_task("taskops.tasks.republish_lost_tasks")
+def republish_lost_tasks(**kwargs: Any) -> dict[str, int]:
+    """Publish again queued tasks whose message the broker lost (a failover): the outbox."""
+    return services.task_records_republish_lost()

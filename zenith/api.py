@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from kombu.exceptions import OperationalError as BrokerError
@@ -28,12 +29,17 @@ logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus 503 with a message when the broker cannot take a task."""
+    """DRF's handler, plus 503 with a message when the broker cannot take a task.
+
+    The publish already retried for ZENITH_PUBLISH_RETRY_SECONDS (a failover usually ends
+    within it); Retry-After tells the client when trying again is worth it.
+    """
     if isinstance(exc, BrokerError):
         logger.warning("broker unavailable: %s", exc)
         return Response(
             {"detail": f"the task queue is unavailable, try again later ({exc})"},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.ZENITH_BROKER_RETRY_AFTER)},
         )
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -119,6 +125,14 @@ class APIErrorMiddleware:
             return JsonResponse({"detail": str(exception) or "permission denied"}, status=403)
         if isinstance(exception, BadRequest | SuspiciousOperation):
             return JsonResponse({"detail": str(exception) or "bad request"}, status=400)
+        if isinstance(exception, BrokerError):
+            logger.warning("broker unavailable: %s", exception)
+            response = JsonResponse(
+                {"detail": f"the task queue is unavailable, try again later ({exception})"},
+                status=503,
+            )
+            response["Retry-After"] = str(settings.ZENITH_BROKER_RETRY_AFTER)
+            return response
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return JsonResponse({"detail": "internal server error"}, status=500)
 

@@ -195,10 +195,32 @@ else:
 # ------------------------------------------------------------------------------
 # Cache (Redis when REDIS_URL is set)
 # ------------------------------------------------------------------------------
+# REDIS_URL, CELERY_BROKER_URL and CELERY_RESULT_BACKEND may name Redis Sentinel instead of
+# one node: sentinel://host:port;sentinel://host:port/DB, with the master's name below and,
+# when the sentinels require one, their password (README "High availability").
+ZENITH_REDIS_SENTINEL_MASTER = env.str("ZENITH_REDIS_SENTINEL_MASTER", default="")
+ZENITH_REDIS_SENTINEL_PASSWORD = env.str("ZENITH_REDIS_SENTINEL_PASSWORD", default="")
+
+
+def _redis_transport_options(url: str) -> dict[str, object]:
+    """kombu/Celery options a sentinel:// URL needs (taskops.redis.celery_transport_options)."""
+    if not url.lower().startswith("sentinel://"):
+        return {}
+    if not ZENITH_REDIS_SENTINEL_MASTER:
+        raise ImproperlyConfigured(
+            "ZENITH_REDIS_SENTINEL_MASTER must be set when a Redis URL is sentinel://..."
+        )
+    options: dict[str, object] = {"master_name": ZENITH_REDIS_SENTINEL_MASTER}
+    if ZENITH_REDIS_SENTINEL_PASSWORD:
+        options["sentinel_kwargs"] = {"password": ZENITH_REDIS_SENTINEL_PASSWORD}
+    return options
+
+
 REDIS_URL = env.str("REDIS_URL", default="")
+_redis_transport_options(REDIS_URL)  # a Sentinel URL without its master fails here
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {"BACKEND": "taskops.redis.ZenithRedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -279,9 +301,32 @@ else:
         "visibility_timeout": env.int("ZENITH_BROKER_VISIBILITY_TIMEOUT", default=2 * 60 * 60),
         "socket_timeout": 5,
         "socket_connect_timeout": 5,
+        # sentinel:// brokers: the master's name (and the sentinels' password).
+        **_redis_transport_options(CELERY_BROKER_URL),
     }
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-publish-retry-policy
+# Publishing (the API's triggers, beat, tasks that queue tasks) retries a lost broker for
+# about this many seconds: long enough for Sentinel to promote a replica (down-after plus
+# the election: ~4.5 s measured with down-after-milliseconds 2000, ~7 s with 5000), short
+# enough that an API call answers 503 with Retry-After well inside gunicorn's 30 s timeout.
+ZENITH_PUBLISH_RETRY_SECONDS = env.float("ZENITH_PUBLISH_RETRY_SECONDS", default=15.0)
+# Seconds an API client is told to wait (Retry-After) when the broker refused its task.
+ZENITH_BROKER_RETRY_AFTER = env.int("ZENITH_BROKER_RETRY_AFTER", default=30)
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": max(1, int(ZENITH_PUBLISH_RETRY_SECONDS / 0.5)),
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+# Seconds a queued (PENDING) task may be missing from the broker before the outbox sweep
+# (taskops.tasks.republish_lost_tasks) publishes it again: a failover can lose the last
+# writes the old primary had not yet replicated. README "High availability".
+ZENITH_OUTBOX_GRACE_SECONDS = env.int("ZENITH_OUTBOX_GRACE_SECONDS", default=120)
 # django-celery-results' table, through a backend that retries while PostgreSQL restarts.
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="taskops.results.ResultBackend")
+# A sentinel:// result backend names its master the same way as the broker.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = _redis_transport_options(CELERY_RESULT_BACKEND)
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-backend-always-retry
 # Exponential backoff with jitter from 0.2 s, 10 s at most between tries: about a minute of
 # outage is ridden out (with Celery's 10 ms start and 10 tries, a restart could outlast it).

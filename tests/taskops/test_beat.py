@@ -144,8 +144,9 @@ def test_setup_periodic_tasks_creates_the_defaults_once(db, capsys):
         "mlmodels.tasks.train_all_organizations_task",
         "taskops.tasks.health_check_tasks",
         "taskops.tasks.evaluate_alert_rules",
+        "taskops.tasks.republish_lost_tasks",
     }
-    assert PeriodicTask.objects.count() == 7
+    assert PeriodicTask.objects.count() == 8
 
     def every(task: str) -> timedelta:
         return rows[task].interval.schedule.run_every
@@ -156,12 +157,13 @@ def test_setup_periodic_tasks_creates_the_defaults_once(db, capsys):
     assert every("taskops.tasks.cleanup_failed_tasks") == timedelta(hours=1)
     assert every("taskops.tasks.health_check_tasks") == timedelta(minutes=1)
     assert every("taskops.tasks.evaluate_alert_rules") == timedelta(minutes=1)
+    assert every("taskops.tasks.republish_lost_tasks") == timedelta(minutes=1)
     daily = rows["mlmodels.tasks.train_all_organizations_task"].crontab
     assert (daily.minute, daily.hour, daily.day_of_week) == ("0", "3", "*")
     for row in rows.values():
         assert json.loads(row.headers) == {"zenith_triggered_by": f"beat:{row.name}"}
         assert row.enabled
-    assert "7 created" in capsys.readouterr().out
+    assert "8 created" in capsys.readouterr().out
 
 
 def test_setup_periodic_tasks_keeps_admin_edits_unless_reset(db):
@@ -178,4 +180,4 @@ def test_setup_periodic_tasks_keeps_admin_edits_unless_reset(db):
     call_command("setup_periodic_tasks", "--reset")
     slack.refresh_from_db()
     assert (slack.interval.every, slack.interval.period, slack.enabled) == (5, "minutes", True)
-    assert PeriodicTask.objects.count() == 7
+    assert PeriodicTask.objects.count() == 8
