@@ -177,7 +177,18 @@ class Stack:
     def down(self) -> None:
         for container in self.extra_containers:
             subprocess.run(["docker", "rm", "-f", "-v", container], capture_output=True)
-        self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
+        # The monitoring profile too: `down` leaves the services of inactive profiles running.
+        self.compose(
+            "--profile",
+            "monitoring",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "--timeout",
+            "20",
+            check=False,
+            timeout=300,
+        )
 
     def save_logs(self) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
