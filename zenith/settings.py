@@ -1,4 +1,4 @@
-"""Zenith settings: one module, configured from the environment (see SPEC.md)."""
+"""Zenith settings: one module, configured from the environment."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
 ]
 
 MIDDLEWARE = [
