@@ -21,7 +21,7 @@ from tests.deploy.compose import (
     engine_problem,
     operator_env,
 )
-from tests.services import missing
+from tests.support.services import missing
 
 DOVECOT_IMAGE = "zenith-test/dovecot:latest"
 DOVECOT_USER = ("support", "mail-secret")

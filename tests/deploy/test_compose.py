@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.compose import FLOWER_AUTH, PUBLIC_HOST, SERVICES, Api, Stack, wait_until
 from tests.deploy.conftest import DOVECOT_USER, start_dovecot, superuser_token, timed
-from tests.email_samples import plain
+from tests.support.email_samples import plain
 from tickets.demo import DEMO_DATASET
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -340,7 +340,11 @@ print(json.dumps({
     "result_states": Counter(results.values_list("status", flat=True)),
     "workers": Counter(records.values_list("worker", flat=True)),
     "redelivered": sum(1 for r in records if any(a.get("worker_lost") for a in r.attempts or [])),
-}))
+    "not_success": [
+        [r.task_id, r.state, r.attempts] for r in records.exclude(state="SUCCESS")[:5]
+    ],
+    "missing": len(set(ids) - set(records.values_list("task_id", flat=True))),
+}, default=str))
 """
 
 
@@ -381,16 +385,17 @@ def test_killing_the_general_worker_container_under_1000_queued_tasks(prod_stack
     assert killed["State"]["ExitCode"] == 137
 
     prod_stack.up()
-    outcome = wait_until(
-        lambda: (
-            (o := prod_stack.shell(OUTCOME, input=json.dumps(ids)))["ledger_states"].get("SUCCESS")
-            == KILL_TASKS
-            and o
-        ),
-        timeout=600,
-        what="every queued task SUCCESS",
-        every=5,
-    )
+    outcomes: list[dict[str, Any]] = []
+
+    def all_done() -> bool:
+        outcomes.append(prod_stack.shell(OUTCOME, input=json.dumps(ids)))
+        return outcomes[-1]["ledger_states"].get("SUCCESS") == KILL_TASKS
+
+    try:
+        wait_until(all_done, timeout=600, what="every queued task SUCCESS", every=5)
+    finally:
+        print("last outcome:", outcomes[-1] if outcomes else None)
+    outcome = outcomes[-1]
     # One ledger row and one result per task, all SUCCESS: nothing lost, nothing doubled.
     assert outcome["ledger_rows"] == outcome["ledger_ids"] == KILL_TASKS
     assert outcome["ledger_states"] == {"SUCCESS": KILL_TASKS}
