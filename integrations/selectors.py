@@ -28,6 +28,8 @@ class _ErrorSource:
     label: models.Expression | models.F
     error_kind: models.Expression | models.F
     order_by: str
+    # Which rows count: enabled ones, and those Slack disabled (an uninstall is an error).
+    watched: models.Q
 
 
 _SOURCES = {
@@ -38,6 +40,7 @@ _SOURCES = {
         label=models.F("name"),
         error_kind=models.F("last_error_kind"),
         order_by="name",
+        watched=models.Q(enabled=True),
     ),
     SLACK: _ErrorSource(
         kind="slack_workspace",
@@ -46,6 +49,7 @@ _SOURCES = {
         label=Coalesce(NullIf("name", models.Value("")), "team_id"),
         error_kind=models.Value(""),
         order_by="team_id",
+        watched=models.Q(enabled=True) | ~models.Q(disabled_reason=""),
     ),
 }
 
@@ -54,6 +58,8 @@ def integrations_in_error_list(
     *, organization: Organization, since: datetime, providers: Collection[str] = PROVIDERS
 ) -> list[dict[str, Any]]:
     """Enabled mailboxes and Slack workspaces whose error has lasted since before `since`.
+
+    A workspace that Slack disabled (app uninstalled, tokens revoked) counts too.
 
     An integration's error began after its last success (a mailbox's `last_success_at`, a
     workspace's `last_sync_at`; creation when it never succeeded): each success clears
@@ -75,7 +81,7 @@ def _in_error(
 ) -> list[dict[str, Any]]:
     # values(): credentials are never loaded (one that no key decrypts would raise).
     rows = (
-        source.model._default_manager.filter(organization=organization, enabled=True)
+        source.model._default_manager.filter(source.watched, organization=organization)
         .exclude(last_error="")
         .annotate(
             error_since=Coalesce(source.last_success, "created_at"),

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from mlmodels import services
 from taskops.base import ZenithTask, zenith_task
-from taskops.services import TRIGGERED_BY_HEADER
+from taskops.services import TRIGGERED_BY_HEADER, task_enqueue
 from tickets.models import Organization, Ticket
 
 
@@ -101,9 +101,14 @@ def train_organization_model_task(
     organization_id: int,
     targets: list[str] | None = None,
     only_changed: bool = False,
+    classify_after: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Train the organization's models; each new version goes through the promotion gate."""
+    """Train the organization's models; each new version goes through the promotion gate.
+
+    With ``classify_after`` the organization's unclassified tickets are then classified
+    (a batch task), as a first start does for tickets imported before any model existed.
+    """
     organization = Organization.objects.get(pk=organization_id)
     outcomes = services.organization_models_train(
         organization=organization,
@@ -113,10 +118,17 @@ def train_organization_model_task(
         triggered_by=_triggered_by(self),
         on_progress=self.progress_callback(),
     )
-    return {
+    result: dict[str, Any] = {
         "organization_id": organization_id,
         "results": {outcome.target: outcome.as_dict() for outcome in outcomes},
     }
+    if classify_after:
+        result["classification_task_id"] = task_enqueue(
+            name=services.BATCH_CLASSIFY_TASK,
+            kwargs={"organization_id": organization_id},
+            triggered_by=_triggered_by(self),
+        )
+    return result
 
 
 @zenith_task("mlmodels.tasks.train_all_organizations_task", bind=True)

@@ -96,6 +96,47 @@ class Heartbeat(models.Model):
         return f"{self.name} at {self.last_seen:%Y-%m-%d %H:%M:%S}"
 
 
+class ScheduleChangeAction(models.TextChoices):
+    CREATED = "created", "Created"
+    CHANGED = "changed", "Changed"
+    DELETED = "deleted", "Deleted"
+    RUN = "run", "Run now"
+
+
+class ScheduleChange(models.Model):
+    """One change to a periodic task (django-celery-beat's PeriodicTask): who, when, what.
+
+    `before`/`after` hold the schedule's editable fields (see taskops.services
+    schedule_snapshot); a run records the task id it sent in `after`.
+    """
+
+    # No constraint: the history outlives a deleted schedule (its name stays here).
+    periodic_task = models.ForeignKey(
+        "django_celery_beat.PeriodicTask",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    periodic_task_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=16, choices=ScheduleChangeAction.choices)
+    # "user:<id>" (as the task ledger's triggered_by) and the username at the time.
+    actor = models.CharField(max_length=255)
+    actor_username = models.CharField(max_length=150, blank=True, default="")
+    source = models.CharField(max_length=16, help_text="api, admin or command")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["periodic_task", "-changed_at"], name="schedchg_task")]
+
+    def __str__(self) -> str:
+        return f"{self.periodic_task_name} {self.action} by {self.actor_username or self.actor}"
+
+
 class SchedulerLease(models.Model):
     """Which beat process may send periodic tasks, until when: only the holder ticks."""
 

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from alerts import urls as alerts_urls
@@ -32,6 +33,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/api/v1/", permanent=False), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
     path("api-auth/", include("rest_framework.urls")),

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.conf import settings
-
 from alerts.channels import AlertSendError
 from integrations.crypto import DecryptionError
 from integrations.models import SlackWorkspace
 from integrations.slack.client import (
     SlackClientError,
     SlackTransientError,
-    make_client,
     post_message,
 )
+from integrations.slack.services import slack_client_for
 
 if TYPE_CHECKING:
     from alerts.models import AlertDelivery
@@ -36,9 +34,9 @@ def send(*, delivery: AlertDelivery) -> None:
         raise AlertSendError(
             "the organization has no enabled Slack workspace with a bot token", transient=False
         )
-    client = make_client(
-        token=workspace.bot_token,
-        base_url=settings.SLACK_API_URL,
+    # A rotating token is renewed here too, like the syncs do.
+    client = slack_client_for(
+        workspace=workspace,
         max_rate_limit_retries=1,
         max_connection_retries=1,
         timeout=TIMEOUT_SECONDS,

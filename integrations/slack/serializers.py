@@ -32,6 +32,7 @@ class AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
 class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
     organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     has_bot_token = serializers.SerializerMethodField()
+    token_rotates = serializers.SerializerMethodField()
 
     class Meta:
         model = SlackWorkspace
@@ -44,6 +45,12 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
             "enabled",
             "has_bot_token",
             "bot_user_id",
+            "installed_via_oauth",
+            "installed_at",
+            "scopes",
+            "token_rotates",
+            "disabled_reason",
+            "disabled_at",
             "last_sync_at",
             "last_error",
             "last_error_at",
@@ -53,6 +60,9 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
 
     def get_has_bot_token(self, workspace: SlackWorkspace) -> bool:
         return bool(workspace.bot_token)
+
+    def get_token_rotates(self, workspace: SlackWorkspace) -> bool:
+        return workspace.bot_token_expires_at is not None
 
 
 class SlackWorkspaceCreateInputSerializer(serializers.Serializer):
@@ -81,6 +91,7 @@ class SlackWorkspaceUpdateInputSerializer(StrictInputSerializer):
 class SlackChannelOutputSerializer(serializers.ModelSerializer):
     team_id = serializers.CharField(source="workspace.team_id", read_only=True)
     organization = serializers.IntegerField(source="workspace.organization_id", read_only=True)
+    organization_slug = serializers.CharField(source="workspace.organization.slug", read_only=True)
     sync_in_progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -90,6 +101,7 @@ class SlackChannelOutputSerializer(serializers.ModelSerializer):
             "workspace",
             "team_id",
             "organization",
+            "organization_slug",
             "channel_id",
             "name",
             "enabled",

@@ -490,9 +490,9 @@ def test_a_second_rule_with_the_same_name_and_a_bad_patch_answer_400(
     bad_patch = api.patch(f"{RULES_URL}{rule_id}", {"task_pattern": "a b"}, format="json")
     moved = api.patch(f"{RULES_URL}{rule_id}", {"organization": 1}, format="json")
 
-    assert (again.status_code, list(again.json())) == (400, ["name"])
-    assert (bad_patch.status_code, list(bad_patch.json())) == (400, ["task_pattern"])
-    assert (moved.status_code, list(moved.json())) == (400, ["organization"])
+    assert (again.status_code, list(again.json())) == (400, ["detail", "name"])
+    assert (bad_patch.status_code, list(bad_patch.json())) == (400, ["detail", "task_pattern"])
+    assert (moved.status_code, list(moved.json())) == (400, ["detail", "organization"])
     assert AlertRule.objects.get().task_pattern == "integrations.tasks.*"
 
 
@@ -556,7 +556,7 @@ def test_another_organizations_rules_and_incidents_answer_404(
     by_their_rule = api.get(INCIDENTS_URL, {"rule": theirs.pk})
     assert (by_their_rule.status_code, by_their_rule.json()["results"]) == (200, [])
     into_theirs = api.post(RULES_URL, rule_body(other_organization), format="json")
-    assert (into_theirs.status_code, list(into_theirs.json())) == (400, ["organization"])
+    assert (into_theirs.status_code, list(into_theirs.json())) == (400, ["detail", "organization"])
     assert AlertRule.objects.get().threshold == 1
 
 

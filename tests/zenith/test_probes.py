@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from tests.services import missing
+from tests.support.services import missing
 from zenith.celery import app
 
 # What a body must never carry: the broker's and database's addresses, queue names,

@@ -21,7 +21,6 @@ from integrations.email.services.enqueue import (
     email_sync_enqueue,
     email_sync_organization,
     email_sync_organization_summary,
-    logger,
     mailbox_poll_enqueue,
     mailbox_poll_enqueue_all,
 )
@@ -39,10 +38,20 @@ from integrations.email.services.mailboxes import (
     MAILBOX_LOCATION_FIELDS,
     MailboxLocationLocked,
     mailbox_config,
+    mailbox_connect,
     mailbox_create,
     mailbox_credentials_rotate,
     mailbox_test_connection,
     mailbox_update,
+)
+from integrations.email.services.oauth import (
+    MailboxNeedsConsent,
+    MailboxOAuthError,
+    mailbox_access_token,
+    mailbox_needs_consent,
+    mailbox_oauth_complete,
+    mailbox_oauth_provider,
+    mailbox_oauth_start,
 )
 from integrations.email.services.poll import (
     FETCH_BATCH_BYTES,
@@ -52,6 +61,7 @@ from integrations.email.services.poll import (
     mailbox_poll,
     mailbox_poll_summary,
 )
+from integrations.email.services.raw import raw_mail_prune, raw_mail_read, raw_mail_store
 
 __all__ = [
     "FETCH_BATCH_BYTES",
@@ -63,22 +73,32 @@ __all__ = [
     "AttachmentStorageError",
     "MailboxLeaseLost",
     "MailboxLocationLocked",
+    "MailboxNeedsConsent",
+    "MailboxOAuthError",
     "MailboxSyncReport",
     "email_ingest",
     "email_message_key",
     "email_sync_enqueue",
     "email_sync_organization",
     "email_sync_organization_summary",
-    "logger",
+    "mailbox_access_token",
     "mailbox_config",
+    "mailbox_connect",
     "mailbox_create",
     "mailbox_credentials_rotate",
     "mailbox_lease_acquire",
     "mailbox_lease_release",
+    "mailbox_needs_consent",
+    "mailbox_oauth_complete",
+    "mailbox_oauth_provider",
+    "mailbox_oauth_start",
     "mailbox_poll",
     "mailbox_poll_enqueue",
     "mailbox_poll_enqueue_all",
     "mailbox_poll_summary",
     "mailbox_test_connection",
     "mailbox_update",
+    "raw_mail_prune",
+    "raw_mail_read",
+    "raw_mail_store",
 ]

@@ -14,6 +14,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from integrations.email import selectors as email_selectors
 from integrations.email.parsing import Attachment, EmailParseError, ParsedEmail, parse_message
 from integrations.email.services.lease import MailboxLeaseLost
+from integrations.email.services.raw import raw_mail_store
 from integrations.models import (
     EmailAttachment,
     InboundEmail,
@@ -176,6 +177,7 @@ def _new_row(
         uidvalidity=uidvalidity,
         uid=uid,
         size=min(len(raw), 2**31 - 1),
+        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw),
     )
     if parsed is not None:
         row.message_id = (parsed.message_id or "")[:998]

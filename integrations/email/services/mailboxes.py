@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -13,12 +14,13 @@ from integrations.crypto import DecryptionError
 from integrations.email import selectors as email_selectors
 from integrations.email.client import (
     ConnectionTestResult,
+    ImapAuthError,
+    ImapMailbox,
     MailboxConfig,
     test_connection,
 )
-from integrations.models import (
-    Mailbox,
-)
+from integrations.email.services.oauth import mailbox_access_token
+from integrations.models import Mailbox, MailboxAuthMethod, OAuthStatus
 from tickets.models import Organization
 
 logger = structlog.get_logger(__name__)
@@ -34,6 +36,20 @@ _CONFIG_FIELDS = (
     "folder",
     "processed_folder",
     "enabled",
+    "auth_method",
+    "oauth_provider",
+    "oauth_authorize_url",
+    "oauth_token_url",
+    "oauth_scopes",
+)
+_OAUTH_GRANT_FIELDS = (
+    "auth_method",
+    "oauth_provider",
+    "oauth_authorize_url",
+    "oauth_token_url",
+    "oauth_scopes",
+    "username",
+    "host",
 )
 
 
@@ -54,15 +70,26 @@ def mailbox_create(
     name: str,
     host: str,
     username: str,
-    password: str,
+    password: str = "",
     port: int = 993,
     security: str = "ssl",
     folder: str = "INBOX",
     processed_folder: str = "",
     enabled: bool = True,
+    auth_method: str = MailboxAuthMethod.PASSWORD,
+    oauth_provider: str = "",
+    oauth_authorize_url: str = "",
+    oauth_token_url: str = "",
+    oauth_scopes: str = "",
 ) -> Mailbox:
-    """Add a mailbox to poll; the password is stored encrypted."""
+    """Add a mailbox to poll; the password is stored encrypted. An OAuth2 mailbox polls
+    once an admin consented (``mailbox_oauth_start``)."""
     return Mailbox.objects.create(
+        auth_method=auth_method,
+        oauth_provider=oauth_provider,
+        oauth_authorize_url=oauth_authorize_url,
+        oauth_token_url=oauth_token_url,
+        oauth_scopes=oauth_scopes,
         organization=organization,
         name=name,
         host=host,
@@ -100,6 +127,19 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
     if moved:
         mailbox.uidvalidity, mailbox.last_uid = None, 0
         changed += ["uidvalidity", "last_uid"]
+    if any(name in changed for name in _OAUTH_GRANT_FIELDS):
+        # A grant belongs to one provider and account: another one needs consent anew.
+        mailbox.oauth_refresh_token = mailbox.oauth_access_token = ""
+        mailbox.oauth_access_expires_at, mailbox.oauth_account = None, ""
+        mailbox.oauth_status, mailbox.oauth_status_reason = OAuthStatus.NOT_CONNECTED, ""
+        changed += [
+            "oauth_refresh_token",
+            "oauth_access_token",
+            "oauth_access_expires_at",
+            "oauth_account",
+            "oauth_status",
+            "oauth_status_reason",
+        ]
     if changed:
         mailbox.save(update_fields=[*changed, "updated_at"])
     return mailbox
@@ -126,8 +166,12 @@ def _ssl_context() -> ssl.SSLContext:
     return context
 
 
-def mailbox_config(*, mailbox: Mailbox) -> MailboxConfig:
-    """What the IMAP client needs to reach the mailbox (decrypts the password)."""
+def mailbox_config(*, mailbox: Mailbox, force_refresh: bool = False) -> MailboxConfig:
+    """What the IMAP client needs to reach the mailbox (decrypts the password, or gets an
+    OAuth2 access token, refreshing it when due or when ``force_refresh``)."""
+    access_token = ""
+    if mailbox.auth_method == MailboxAuthMethod.OAUTH2:
+        access_token = mailbox_access_token(mailbox=mailbox, force_refresh=force_refresh)
     return MailboxConfig(
         host=mailbox.host,
         port=mailbox.port,
@@ -138,7 +182,24 @@ def mailbox_config(*, mailbox: Mailbox) -> MailboxConfig:
         processed_folder=mailbox.processed_folder or None,
         timeout=settings.ZENITH_IMAP_TIMEOUT,
         ssl_context=_ssl_context() if mailbox.security != "none" else None,
+        access_token=access_token,
     )
+
+
+@contextmanager
+def mailbox_connect(*, mailbox: Mailbox) -> Iterator[ImapMailbox]:
+    """A logged-in IMAP session; an OAuth2 login refused once is retried with a fresh token
+    (providers may end a token before the lifetime they announced)."""
+    imap = ImapMailbox(mailbox_config(mailbox=mailbox))
+    try:
+        imap.connect()
+    except ImapAuthError:
+        if mailbox.auth_method != MailboxAuthMethod.OAUTH2:
+            raise
+        imap = ImapMailbox(mailbox_config(mailbox=mailbox, force_refresh=True))
+        imap.connect()
+    with imap:
+        yield imap
 
 
 def mailbox_test_connection(*, mailbox: Mailbox) -> ConnectionTestResult:

@@ -24,7 +24,6 @@ from integrations.slack.services.requesters import (
 from integrations.slack.services.sync import (
     SYNC_TASK,
     SyncReport,
-    logger,
     slack_channel_sync,
     slack_sync_enqueue,
     slack_sync_organization,
@@ -54,7 +53,6 @@ __all__ = [
     "IngestReport",
     "RequesterResolver",
     "SyncReport",
-    "logger",
     "slack_channel_create",
     "slack_channel_sync",
     "slack_channel_update",
