@@ -3,7 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test test-fast faults e2e bench lint format typecheck migrate clean
+.PHONY: install run test test-fast faults e2e bench lint format typecheck migrate clean \
+	docker-setup compose-up compose-test
 
 # Running needs requirements/base.txt only; tests and tooling add requirements/dev.txt.
 $(VENV)/.installed-base: requirements/base.txt
@@ -25,13 +26,26 @@ test: install
 	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not faults and not e2e"
+	$(PY) -m pytest -m "not slow and not faults and not e2e and not compose"
 
 faults: install
 	$(PY) -m pytest -m faults
 
 e2e: install
 	$(PY) -m pytest -m e2e
+
+# Docker engine, Compose v2 and the base images on a machine without them (needs root; cached).
+docker-setup:
+	scripts/docker_setup.sh
+
+# README "Deploying with Docker Compose": needs DJANGO_SECRET_KEY, ZENITH_FIELD_KEYS,
+# DJANGO_ALLOWED_HOSTS and FLOWER_BASIC_AUTH in the environment.
+compose-up:
+	docker compose -f docker/docker-compose.yml up -d --build --wait
+
+# Only the compose tests (tests/deploy): build the image, run the stacks, tear them down.
+compose-test: install
+	$(PY) -m pytest -m compose tests/deploy
 
 bench: install
 	$(PY) -m bench

@@ -75,6 +75,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # GET /healthz and /readyz, answered before the Host header is validated (zenith/probes.py).
+    "zenith.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Every error under /api/ and on /metrics as JSON {"detail": ...} (zenith/api.py).
