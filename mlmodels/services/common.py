@@ -1,0 +1,31 @@
+"""What every part of the model services shares: task names, limits, the progress callback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mlmodels import training
+from tickets.models import LabelSource
+
+MIN_TOTAL_LABELS = 30
+MIN_CLASSES = 2
+MIN_PER_CLASS = 5
+# Classes with MIN_PER_CLASS labels are learned, not dropped: the gate and the model agree.
+DEFAULT_PARAMS = training.TrainingParams(min_class_examples=MIN_PER_CLASS)
+TRAIN_STEPS = 4
+MACHINE_LABEL_SOURCES = ("", LabelSource.MODEL)
+
+CLASSIFY_TASK = "mlmodels.tasks.classify_ticket_task"
+BATCH_CLASSIFY_TASK = "mlmodels.tasks.batch_classify_tickets_task"
+TRAIN_TASK = "mlmodels.tasks.train_organization_model_task"
+TRAIN_ALL_TASK = "mlmodels.tasks.train_all_organizations_task"
+
+Progress = Callable[[int, int, str], None]
+
+
+class ModelStateError(Exception):
+    """The version cannot make this transition (e.g. activating one that failed to train)."""
+
+
+def no_progress(done: int, total: int, message: str) -> None:
+    return None
