@@ -301,6 +301,8 @@ ZENITH_LEDGER_RETRY_SECONDS = env.float("ZENITH_LEDGER_RETRY_SECONDS", default=6
 ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+# The smallest class (labelled tickets) that is trained and can be predicted.
+ZENITH_ML_MIN_CLASS_EXAMPLES = max(2, env.int("ZENITH_ML_MIN_CLASS_EXAMPLES", default=3))
 
 # ------------------------------------------------------------------------------
 # Integrations and operations

@@ -114,6 +114,7 @@ def _classify_chunk(
                     model_version_id=version.pk,
                     label=prediction.label,
                     confidence=prediction.confidence,
+                    margin=prediction.margin,
                     top_terms=prediction.top_terms,
                     applied=applied,
                 )

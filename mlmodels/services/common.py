@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
+
 from mlmodels import training
 from tickets.models import LabelSource
 
 MIN_TOTAL_LABELS = 30
 MIN_CLASSES = 2
-MIN_PER_CLASS = 5
-# Classes with MIN_PER_CLASS labels are learned, not dropped: the gate and the model agree.
+# Classes with this many labels are learned, not dropped (ZENITH_ML_MIN_CLASS_EXAMPLES): the
+# readiness gate and the model agree.
+MIN_PER_CLASS = settings.ZENITH_ML_MIN_CLASS_EXAMPLES
 DEFAULT_PARAMS = training.TrainingParams(min_class_examples=MIN_PER_CLASS)
+
+
+def default_params() -> training.TrainingParams:
+    """Training parameters from the current settings (ZENITH_ML_MIN_CLASS_EXAMPLES)."""
+    return training.TrainingParams(min_class_examples=settings.ZENITH_ML_MIN_CLASS_EXAMPLES)
+
+
 TRAIN_STEPS = 4
 MACHINE_LABEL_SOURCES = ("", LabelSource.MODEL)
 

@@ -15,6 +15,68 @@ from tickets.models import Organization
 
 # A candidate is promoted unless its macro-F1 is lower than the active model's by more than this.
 PROMOTION_TOLERANCE = 0.005
+# Held-out tickets the active model never saw that a fair comparison needs.
+MIN_GATE_TICKETS = 30
+
+
+def _unseen_positions(*, active: ModelVersion, test_ticket_ids: list[int]) -> list[int]:
+    """Positions of held-out tickets the active model did not learn from.
+
+    A version shipped on all labels (n_shipped > 0) learned from every labelled ticket up to
+    its watermark; an older one learned from all but its own held-out tickets.
+    """
+    seen_up_to = int(active.label_watermark.get("max_ticket_id", 0))
+    held_out = set() if active.n_shipped else set(active.test_ticket_ids)
+    return [
+        i
+        for i, ticket_id in enumerate(test_ticket_ids)
+        if ticket_id > seen_up_to or ticket_id in held_out
+    ]
+
+
+def _compare(
+    *,
+    candidate: ModelVersion,
+    active: ModelVersion,
+    holdout_pipeline: Any,
+    test_ticket_ids: list[int],
+    test_texts: list[str],
+    test_labels: list[str],
+) -> dict[str, Any]:
+    """Both models' scores on the same held-out tickets, and the decision."""
+    try:
+        active_pipeline = registry.model_load(version=active)
+    except ArtifactError as exc:
+        return {"decision": f"promoted: the active model cannot be loaded ({exc})"}
+    unseen = _unseen_positions(active=active, test_ticket_ids=test_ticket_ids)
+    comparison: dict[str, Any] = {}
+    if len(unseen) >= MIN_GATE_TICKETS and holdout_pipeline is not None:
+        texts = [test_texts[i] for i in unseen]
+        labels = [test_labels[i] for i in unseen]
+        ours = training.evaluate(pipeline=holdout_pipeline, texts=texts, labels=labels)
+        comparison.update(
+            {
+                "n_test": len(unseen),
+                "candidate_macro_f1": ours["macro_f1"],
+                "candidate_accuracy": ours["accuracy"],
+                "active_trained_on_test": 0,
+            }
+        )
+    else:
+        # Too few tickets the active model never saw: compare on all held-out tickets, which
+        # favours the active model (it learned from some of them); a candidate must beat that.
+        texts, labels = test_texts, test_labels
+        comparison["active_trained_on_test"] = len(test_labels) - len(unseen)
+    theirs = training.evaluate(pipeline=active_pipeline, texts=texts, labels=labels)
+    comparison["active_macro_f1"] = theirs["macro_f1"]
+    comparison["active_accuracy"] = theirs["accuracy"]
+    if comparison.get("candidate_macro_f1", candidate.macro_f1) >= (
+        theirs["macro_f1"] - PROMOTION_TOLERANCE
+    ):
+        comparison["decision"] = "promoted: macro-F1 not lower than the active model's"
+    else:
+        comparison["decision"] = "rejected: macro-F1 lower than the active model's"
+    return comparison
 
 
 def version_gate(
@@ -22,8 +84,16 @@ def version_gate(
     candidate: ModelVersion,
     test_texts: list[str],
     test_labels: list[str],
+    test_ticket_ids: list[int] | None = None,
+    holdout_pipeline: Any = None,
 ) -> ModelVersion:
-    """Promote the candidate if it is at least as good as the serving model, else reject it."""
+    """Promote the candidate if it is at least as good as the serving model, else reject it.
+
+    The candidate is judged by its hold-out model (trained without the held-out tickets);
+    the serving model by its artifact, on the held-out tickets it never learned from when
+    there are at least MIN_GATE_TICKETS of them.
+    """
+    ids = list(test_ticket_ids or [])
     for _attempt in range(3):
         active = selectors.model_version_active(
             organization=candidate.organization_id, target=candidate.target
@@ -41,20 +111,16 @@ def version_gate(
             comparison.update(
                 {"active_version": active.version, "active_model_version_id": active.pk}
             )
-            try:
-                active_pipeline = registry.model_load(version=active)
-            except ArtifactError as exc:
-                comparison["decision"] = f"promoted: the active model cannot be loaded ({exc})"
-            else:
-                active_metrics = training.evaluate(
-                    pipeline=active_pipeline, texts=test_texts, labels=test_labels
+            comparison.update(
+                _compare(
+                    candidate=candidate,
+                    active=active,
+                    holdout_pipeline=holdout_pipeline,
+                    test_ticket_ids=ids if ids else [0] * len(test_labels),
+                    test_texts=test_texts,
+                    test_labels=test_labels,
                 )
-                comparison["active_macro_f1"] = active_metrics["macro_f1"]
-                comparison["active_accuracy"] = active_metrics["accuracy"]
-                if candidate.macro_f1 >= active_metrics["macro_f1"] - PROMOTION_TOLERANCE:
-                    comparison["decision"] = "promoted: macro-F1 not lower than the active model's"
-                else:
-                    comparison["decision"] = "rejected: macro-F1 lower than the active model's"
+            )
         with transaction.atomic():
             Organization.objects.select_for_update().get(pk=candidate.organization_id)
             current = (

@@ -24,13 +24,12 @@ from django.utils import timezone
 from mlmodels import registry, selectors, training
 from mlmodels.models import ModelStatus, ModelVersion, Target
 from mlmodels.services.common import (
-    DEFAULT_PARAMS,
     MIN_CLASSES,
-    MIN_PER_CLASS,
     MIN_TOTAL_LABELS,
     TRAIN_STEPS,
     TRAIN_TASK,
     Progress,
+    default_params,
     no_progress,
 )
 from mlmodels.services.promotion import version_gate
@@ -72,8 +71,9 @@ def _sticky_split(
     """(train, test positions, dropped classes) keeping the serving model's unseen tickets held out.
 
     The serving model's held-out tickets stay held out, and a fixed share of the tickets it
-    has never seen joins them, so the gate compares both models on tickets neither was
-    trained on. None when that leaves nothing to test on.
+    has never seen joins them. The candidate's hold-out model is trained on neither; a serving
+    model shipped on all labels did learn from its own held-out tickets, so the gate compares
+    on the ones it never saw (see `promotion.version_gate`). None when nothing is left to test.
     """
     if not previous.test_ticket_ids:
         return None
@@ -157,8 +157,11 @@ class _Fitted:
     """A fitted candidate and what it was measured on."""
 
     pipeline: Any
+    holdout_pipeline: Any
     metrics: dict[str, Any]
+    selection: dict[str, Any]
     n_train: int
+    n_shipped: int
     test_positions: list[int]
     test_texts: list[str]
     test_labels: list[str]
@@ -194,7 +197,7 @@ def _fit_and_measure(
     examples: _Examples,
     params: training.TrainingParams,
 ) -> _Fitted:
-    """Fit on the training split and measure on the held-out one (sticky when a model serves)."""
+    """Select, measure on the held-out split (sticky when a model serves), refit on all."""
     ids, texts, labels = examples.ids, examples.texts, examples.labels
     previous = selectors.model_version_active(organization=organization, target=target)
     sticky = (
@@ -202,36 +205,26 @@ def _fit_and_measure(
         if previous is not None
         else None
     )
-    if sticky is None:
-        result = training.train_and_evaluate(texts=texts, labels=labels, params=params)
-        return _Fitted(
-            pipeline=result.pipeline,
-            metrics={
-                **result.metrics,
-                "dropped_labels": result.dropped_labels,
-                "sticky_split": False,
-            },
-            n_train=result.n_train,
-            test_positions=result.test_indices,
-            test_texts=result.test_texts,
-            test_labels=result.test_labels,
-        )
-    train_positions, test_positions, dropped = sticky
-    pipeline = training.fit(
-        texts=[texts[i] for i in train_positions],
-        labels=[labels[i] for i in train_positions],
+    result = training.train_and_evaluate(
+        texts=texts,
+        labels=labels,
         params=params,
+        split_positions=None if sticky is None else (sticky[0], sticky[1]),
     )
-    test_texts = [texts[i] for i in test_positions]
-    test_labels = [labels[i] for i in test_positions]
-    metrics = training.evaluate(pipeline=pipeline, texts=test_texts, labels=test_labels)
     return _Fitted(
-        pipeline=pipeline,
-        metrics={**metrics, "dropped_labels": dropped, "sticky_split": True},
-        n_train=len(train_positions),
-        test_positions=test_positions,
-        test_texts=test_texts,
-        test_labels=test_labels,
+        pipeline=result.pipeline,
+        holdout_pipeline=result.holdout_pipeline,
+        metrics={
+            **result.metrics,
+            "dropped_labels": result.dropped_labels,
+            "sticky_split": sticky is not None,
+        },
+        selection=result.selection,
+        n_train=result.n_train,
+        n_shipped=result.n_shipped,
+        test_positions=result.test_indices,
+        test_texts=result.test_texts,
+        test_labels=result.test_labels,
     )
 
 
@@ -246,6 +239,8 @@ def _version_store(
     """Save the artifact and everything measured about it; the version becomes READY."""
     registry.artifact_save(version=version, data=training.serialize(pipeline=fitted.pipeline))
     version.metrics = fitted.metrics
+    version.selection = fitted.selection
+    version.n_shipped = fitted.n_shipped
     version.labels = [str(label) for label in fitted.pipeline.classes_]
     version.label_counts = dict(sorted(Counter(examples.labels).items()))
     version.training_set_size = len(examples.labels)
@@ -285,7 +280,7 @@ def model_train(
     """
     if target not in Target.values:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(Target.values)}")
-    params = params or DEFAULT_PARAMS
+    params = params or default_params()
     done = _version_finished_by_task(organization=organization, target=target, task_id=task_id)
     if done is not None:
         return TrainOutcome(target=target, status=done.status, version=done)
@@ -297,7 +292,7 @@ def model_train(
         labels=examples.labels,
         min_total=MIN_TOTAL_LABELS,
         min_classes=MIN_CLASSES,
-        min_per_class=max(MIN_PER_CLASS, params.min_class_examples, 2),
+        min_per_class=max(params.min_class_examples, 2),
     )
     if not ready.ready:
         return TrainOutcome(target=target, status="not_enough_labels", reason=ready.reason)
@@ -329,7 +324,11 @@ def model_train(
         )
         on_progress(3, TRAIN_STEPS, f"{target}: comparing v{version.version} with the active model")
         version = version_gate(
-            candidate=version, test_texts=fitted.test_texts, test_labels=fitted.test_labels
+            candidate=version,
+            holdout_pipeline=fitted.holdout_pipeline,
+            test_ticket_ids=[examples.ids[i] for i in fitted.test_positions],
+            test_texts=fitted.test_texts,
+            test_labels=fitted.test_labels,
         )
     except BaseException as exc:
         _version_fail(version=version, exc=exc)
@@ -397,3 +396,44 @@ def organizations_train_changed(*, triggered_by: str = "system") -> list[dict[st
             {"organization_id": organization.pk, "targets": targets, "task_id": task_id}
         )
     return enqueued
+
+
+REPEATED_METRICS = ("accuracy", "macro_f1", "ece", "coverage_at_95")
+
+
+def model_evaluate_repeated(
+    *, organization: Organization, target: str, repeats: int, on_progress: Progress = no_progress
+) -> dict[str, Any]:
+    """Train and measure the current labels on `repeats` stratified splits (seeds 0..N-1).
+
+    Nothing is stored: this says how much the held-out figures move with the split. Each run
+    selects its own configuration, as training does.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    examples = _examples_read(organization=organization, target=target)
+    base = default_params()
+    runs = []
+    for seed in range(repeats):
+        on_progress(seed, repeats, f"{target}: split {seed + 1} of {repeats}")
+        result = training.train_and_evaluate(
+            texts=examples.texts,
+            labels=examples.labels,
+            params=dataclasses.replace(base, seed=seed),
+        )
+        runs.append(
+            {
+                "seed": seed,
+                "n_test": result.n_test,
+                **{name: result.metrics[name] for name in REPEATED_METRICS},
+                "chosen": result.selection["chosen"],
+            }
+        )
+    on_progress(repeats, repeats, f"{target}: {repeats} splits measured")
+    summary: dict[str, Any] = {"target": target, "repeats": repeats, "runs": runs}
+    for name in REPEATED_METRICS:
+        values = [run[name] for run in runs]
+        mean = sum(values) / len(values)
+        spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        summary[name] = {"mean": round(mean, 4), "std": round(spread, 4), "min": min(values)}
+    return summary
