@@ -4,6 +4,7 @@
 - `promotion`: the promotion gate, activation and roll back
 - `classification`: predicting tickets with the active models
 - `auto_classification`: enqueueing classification of newly created tickets
+- `review`: accepting or correcting a model's label from the review queue
 """
 
 from mlmodels.services.auto_classification import (
@@ -30,6 +31,7 @@ from mlmodels.services.common import (
     TRAIN_TASK,
     ModelStateError,
     Progress,
+    default_params,
 )
 from mlmodels.services.promotion import (
     PROMOTION_TOLERANCE,
@@ -38,8 +40,11 @@ from mlmodels.services.promotion import (
     model_version_record_error,
     version_gate,
 )
+from mlmodels.services.review import ReviewError, prediction_review
 from mlmodels.services.training import (
+    REPEATED_METRICS,
     TrainOutcome,
+    model_evaluate_repeated,
     model_train,
     organization_models_train,
     organizations_train_changed,
@@ -56,20 +61,25 @@ __all__ = [
     "MIN_PER_CLASS",
     "MIN_TOTAL_LABELS",
     "PROMOTION_TOLERANCE",
+    "REPEATED_METRICS",
     "TRAIN_ALL_TASK",
     "TRAIN_STEPS",
     "TRAIN_TASK",
     "ClassifyReport",
     "ModelStateError",
     "Progress",
+    "ReviewError",
     "TrainOutcome",
     "batch_pending_clear",
+    "default_params",
     "model_activate",
+    "model_evaluate_repeated",
     "model_rollback",
     "model_train",
     "model_version_record_error",
     "organization_models_train",
     "organizations_train_changed",
+    "prediction_review",
     "ticket_classify",
     "tickets_classify",
     "tickets_created_classify",
