@@ -12,11 +12,15 @@ from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
-from tests.workers import ProcessManager
+from tests.support.workers import ProcessManager
+from tests.tickets.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tickets.models import Organization, Role
 
-pytest_plugins = ["tests.dovecot", "tests.slack_server"]
+pytest_plugins = [
+    "tests.support.dovecot",
+    "tests.support.slack_server",
+    "tests.support.oauth_server",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

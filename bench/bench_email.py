@@ -1,9 +1,9 @@
 """E-mail ingestion throughput: `manage.py sync_email` against a bare imapclient loop.
 
 Both read the same 2,000 messages from the same folder of a throw-away Dovecot
-(tests/dovecot.py) in the same run. The bare loop logs in, searches, fetches
+(tests/support/dovecot.py) in the same run. The bare loop logs in, searches, fetches
 ``BODY.PEEK[]`` in batches of the same size and parses every message with the same
-parser (integrations.email_parsing). ``sync_email`` also takes the mailbox lease,
+parser (integrations.email.parsing). ``sync_email`` also takes the mailbox lease,
 writes a ledger row, a ticket and the cursor in one transaction per message, stores
 attachments, and marks each batch ``\\Seen`` after its commits.
 
@@ -71,8 +71,8 @@ def _bare_loop(server: Any, username: str, password: str) -> float:
     """Messages per second of a plain imapclient search + fetch + parse loop."""
     from imapclient import IMAPClient
 
-    from integrations.email_parsing import parse_message
-    from integrations.email_services import FETCH_BATCH_MESSAGES
+    from integrations.email.parsing import parse_message
+    from integrations.email.services import FETCH_BATCH_MESSAGES
 
     started = time.perf_counter()
     count = 0
@@ -97,7 +97,7 @@ def _zenith_sync(server: Any, username: str, password: str, index: int) -> float
     """Tickets per second of `manage.py sync_email --org` for a fresh organization."""
     from django.core.management import call_command
 
-    from integrations import email_services
+    from integrations.email import services as email_services
     from tickets.models import Ticket
     from tickets.services import organization_get_or_create
 
@@ -120,7 +120,7 @@ def _zenith_sync(server: Any, username: str, password: str, index: int) -> float
 
 
 def run() -> list[dict[str, Any]]:
-    from tests.dovecot import DovecotServer, find_dovecot
+    from tests.support.dovecot import DovecotServer, find_dovecot
 
     binary = find_dovecot()
     if binary is None or os.geteuid() != 0:
@@ -164,7 +164,7 @@ def run() -> list[dict[str, Any]]:
 
 
 def _batch() -> int:
-    from integrations.email_services import FETCH_BATCH_MESSAGES
+    from integrations.email.services import FETCH_BATCH_MESSAGES
 
     return FETCH_BATCH_MESSAGES
 

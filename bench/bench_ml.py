@@ -371,7 +371,7 @@ def run() -> list[dict[str, Any]]:
         from django.db import connection
 
         from mlmodels import registry, services
-        from tests.workers import ProcessManager
+        from tests.support.workers import ProcessManager
         from tickets.models import Source, Ticket
         from tickets.services import organization_get_or_create
 

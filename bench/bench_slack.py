@@ -1,6 +1,6 @@
 """Slack history sync throughput: `manage.py sync_slack` against a bare slack_sdk paging loop.
 
-Both read the same channel of the same local Slack Web API server (tests/slack_server.py)
+Both read the same channel of the same local Slack Web API server (tests/support/slack_server.py)
 in the same run, with the same page size. The bare loop only pages
 ``conversations.history``; ``sync_slack`` also resolves requesters (``users.info``,
 cached), writes a ticket and a ledger row per message and saves its cursor per page.
@@ -85,7 +85,7 @@ def _zenith_sync(server: Any, index: int) -> float:
 
 def _server(latency: float) -> Any:
     """A started local Slack API server holding the benchmark channel."""
-    from tests.slack_server import SlackApiServer
+    from tests.support.slack_server import SlackApiServer
 
     class SlowSlackApiServer(SlackApiServer):
         def handle(self, **kwargs: Any) -> Any:
@@ -105,7 +105,7 @@ def _server(latency: float) -> Any:
 def _measure(*, latency: float, first_index: int, repeats: int, database: str) -> dict[str, Any]:
     from django.conf import settings
 
-    from tests.slack_server import DEFAULT_TOKEN
+    from tests.support.slack_server import DEFAULT_TOKEN
 
     server = _server(latency)
     try:

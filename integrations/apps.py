@@ -7,17 +7,13 @@ class IntegrationsConfig(AppConfig):
     verbose_name = "Integrations"
 
     def ready(self) -> None:
-        from integrations.slack_output import slack_ticket_output
+        from integrations.email import output as email_output
+        from integrations.slack import output as slack_output
         from tickets.serializers import ticket_output_extensions, ticket_output_prefetches
 
-        # Slack tickets show where they came from, their edits and whether Slack deleted them.
-        if slack_ticket_output not in ticket_output_extensions:
-            ticket_output_extensions.append(slack_ticket_output)
-            ticket_output_prefetches.append("slack_origin")
-
-        # --- E-mail --- tickets show their Message-ID, sender and attachments.
-        from integrations.email_output import EMAIL_OUTPUT_PREFETCHES, email_ticket_output
-
-        if email_ticket_output not in ticket_output_extensions:
-            ticket_output_extensions.append(email_ticket_output)
-            ticket_output_prefetches.extend(EMAIL_OUTPUT_PREFETCHES)
+        # Each provider adds what its tickets show (Slack origin and edits; the e-mail's
+        # Message-ID, sender and attachments) to the core ticket API, which knows none of them.
+        for provider in (slack_output, email_output):
+            if provider.ticket_output not in ticket_output_extensions:
+                ticket_output_extensions.append(provider.ticket_output)
+                ticket_output_prefetches.extend(provider.OUTPUT_PREFETCHES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 
 from integrations.crypto import decrypt_text, encrypt_text
@@ -232,6 +233,23 @@ class MailboxSecurity(models.TextChoices):
     NONE = "none", "None (local tests only)"
 
 
+class MailboxAuthMethod(models.TextChoices):
+    PASSWORD = "password", "Password (IMAP LOGIN)"
+    OAUTH2 = "oauth2", "OAuth2 (XOAUTH2)"
+
+
+class OAuthProviderName(models.TextChoices):
+    MICROSOFT = "microsoft", "Microsoft 365"
+    GOOGLE = "google", "Google Workspace"
+    GENERIC = "generic", "Other OAuth2 provider"
+
+
+class OAuthStatus(models.TextChoices):
+    NOT_CONNECTED = "", "Not connected"
+    CONNECTED = "connected", "Connected"
+    NEEDS_CONSENT = "needs_consent", "Needs consent again"
+
+
 class Mailbox(models.Model):
     """An IMAP folder polled for support mail, with its credentials and sync position.
 
@@ -266,6 +284,25 @@ class Mailbox(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     sync_lease_owner = models.CharField(max_length=200, blank=True, default="")
     sync_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # OAuth2 (XOAUTH2): consent gives a refresh token; access tokens are cached until
+    # shortly before they expire. Both encrypted like the password, never returned.
+    auth_method = models.CharField(
+        max_length=16, choices=MailboxAuthMethod.choices, default=MailboxAuthMethod.PASSWORD
+    )
+    oauth_provider = models.CharField(
+        max_length=16, choices=OAuthProviderName.choices, blank=True, default=""
+    )
+    oauth_authorize_url = models.URLField(max_length=500, blank=True, default="")
+    oauth_token_url = models.URLField(max_length=500, blank=True, default="")
+    oauth_scopes = models.CharField(max_length=500, blank=True, default="")
+    oauth_refresh_token = EncryptedTextField(blank=True, default="")
+    oauth_access_token = EncryptedTextField(blank=True, default="")
+    oauth_access_expires_at = models.DateTimeField(null=True, blank=True)
+    oauth_account = models.CharField(max_length=255, blank=True, default="")
+    oauth_status = models.CharField(
+        max_length=16, choices=OAuthStatus.choices, blank=True, default=""
+    )
+    oauth_status_reason = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -285,6 +322,24 @@ class Mailbox(models.Model):
     def address(self) -> str:
         """Where the mailbox lives, without its credentials: user@host:port/folder."""
         return f"{self.username}@{self.host}:{self.port}/{self.folder}"
+
+
+class MailboxOAuthState(models.Model):
+    """One consent in flight: single use, bound to the mailbox and the admin who started it."""
+
+    state = models.CharField(max_length=64, unique=True)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="oauth_states")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    code_verifier = EncryptedTextField()
+    redirect_uri = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"consent for {self.mailbox_id} started {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class InboundEmailState(models.TextChoices):

@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from taskops.base import TransientError
+from taskops.progress import ProgressCallback
 from tickets.models import Organization
 
 
@@ -31,18 +32,16 @@ class SyncSource:
 
 SYNC_SOURCES: dict[str, SyncSource] = {
     "slack": SyncSource(
-        service="integrations.slack_services.slack_sync_organization_summary",
-        organizations="integrations.slack_selectors.slack_organizations_to_sync",
-        enqueue="integrations.slack_services.slack_sync_enqueue",
+        service="integrations.slack.services.slack_sync_organization_summary",
+        organizations="integrations.slack.selectors.slack_organizations_to_sync",
+        enqueue="integrations.slack.services.slack_sync_enqueue",
     ),
     "email": SyncSource(
-        service="integrations.email_services.email_sync_organization_summary",
-        organizations="integrations.email_selectors.organizations_with_mailboxes",
-        enqueue="integrations.email_services.email_sync_enqueue",
+        service="integrations.email.services.email_sync_organization_summary",
+        organizations="integrations.email.selectors.organizations_with_mailboxes",
+        enqueue="integrations.email.services.email_sync_enqueue",
     ),
 }
-
-ProgressCallback = Callable[[int, int, str], None]
 
 
 class UnknownSyncSource(ValueError):

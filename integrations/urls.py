@@ -1,34 +1,41 @@
-"""Integration routes under /api/v1/."""
+"""Integration routes under /api/v1/: each provider's configuration, events, and sync triggers."""
 
 from django.urls import URLPattern, URLResolver, re_path
 
-from integrations import email_api, slack_events, slack_views
+from integrations.email import views as email_views
+from integrations.slack import events as slack_events
+from integrations.slack import views as slack_views
+from integrations.sync import SYNC_SOURCES
+from integrations.views import SyncTriggerView
 from tickets.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
-# --- Slack ---
 router.register(
     "integrations/slack/workspaces", slack_views.SlackWorkspaceViewSet, basename="slack-workspace"
 )
 router.register(
     "integrations/slack/channels", slack_views.SlackChannelViewSet, basename="slack-channel"
 )
-# --- E-mail ---
-router.register("integrations/mailboxes", email_api.MailboxViewSet, basename="mailbox")
+router.register("integrations/mailboxes", email_views.MailboxViewSet, basename="mailbox")
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    # --- Slack ---
+    re_path(
+        r"^integrations/mailboxes/oauth/callback/?$",
+        email_views.MailboxOAuthCallbackView.as_view(),
+        name="mailbox-oauth-callback",
+    ),
     re_path(
         r"^integrations/slack/events/?$",
         slack_events.slack_events_view,
         name="slack-events",
     ),
-    re_path(
-        r"^tasks/sync/slack/?$",
-        slack_views.SyncTriggerView.as_view(task_name="integrations.tasks.sync_slack_tickets"),
-        name="sync-slack",
+    *(
+        re_path(
+            rf"^tasks/sync/{source}/?$",
+            SyncTriggerView.as_view(source=source),
+            name=f"sync-{source}",
+        )
+        for source in SYNC_SOURCES
     ),
-    # --- E-mail ---
-    re_path(r"^tasks/sync/email/?$", email_api.EmailSyncTriggerView.as_view(), name="sync-email"),
     *router.urls,
 ]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
 from django.conf import settings
 
 from mlmodels import services
-from taskops.base import ZenithTask
+from taskops.base import ZenithTask, zenith_task
 from taskops.services import TRIGGERED_BY_HEADER
 from tickets.models import Organization, Ticket
 
@@ -27,20 +26,7 @@ def _triggered_by(task: ZenithTask) -> str:
     )
 
 
-def _progress(task: ZenithTask) -> services.Progress:
-    def report(done: int, total: int, message: str) -> None:
-        task.progress(done=done, total=total, message=message)
-
-    return report
-
-
-@shared_task(
-    name="mlmodels.tasks.classify_ticket_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.classify_ticket_task", bind=True)
 def classify_ticket_task(
     self: ZenithTask, ticket_id: int, organization_id: int | None = None, **kwargs: Any
 ) -> dict[str, Any]:
@@ -55,13 +41,7 @@ def classify_ticket_task(
     return {"ticket_id": ticket_id, **report.as_dict()}
 
 
-@shared_task(
-    name="mlmodels.tasks.batch_classify_tickets_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.batch_classify_tickets_task", bind=True)
 def batch_classify_tickets_task(
     self: ZenithTask,
     organization_id: int,
@@ -115,13 +95,7 @@ def batch_classify_tickets_task(
     return result
 
 
-@shared_task(
-    name="mlmodels.tasks.train_organization_model_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.train_organization_model_task", bind=True)
 def train_organization_model_task(
     self: ZenithTask,
     organization_id: int,
@@ -137,7 +111,7 @@ def train_organization_model_task(
         only_changed=only_changed,
         task_id=self.request.id or "",
         triggered_by=_triggered_by(self),
-        on_progress=_progress(self),
+        on_progress=self.progress_callback(),
     )
     return {
         "organization_id": organization_id,
@@ -145,13 +119,7 @@ def train_organization_model_task(
     }
 
 
-@shared_task(
-    name="mlmodels.tasks.train_all_organizations_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.train_all_organizations_task", bind=True)
 def train_all_organizations_task(self: ZenithTask, **kwargs: Any) -> dict[str, Any]:
     """Enqueue one training per organization with new labels since its last training."""
     enqueued = services.organizations_train_changed(triggered_by=_triggered_by(self))

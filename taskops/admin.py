@@ -245,7 +245,3 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
                 self.message_user(
                     request, f"{periodic.name}: {periodic.task} sent as {task_id}", messages.SUCCESS
                 )
-
-
-# Alert rules, incidents and deliveries: taskops/alert_admin.py.
-from taskops import alert_admin  # noqa: E402, F401

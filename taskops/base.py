@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-
-class TransientError(Exception):
-    """An error that may pass (network, rate limit, lock timeout): the task is retried."""
-
+from taskops.errors import TransientError
+from taskops.progress import ProgressCallback
 
 # Errors worth another attempt; anything else is bad data and fails at once.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -54,6 +53,10 @@ class ZenithTask(Task):
 
             ledger.task_progressed(task_id=request.id, done=done, total=total, message=message)
 
+    def progress_callback(self) -> ProgressCallback:
+        """A ``ProgressCallback`` for services: forwards each report to ``progress``."""
+        return lambda done, total, message: self.progress(done=done, total=total, message=message)
+
     def retry_delay(self) -> int:
         """Seconds to wait before the next attempt (the policy in settings)."""
         delays = settings.ZENITH_RETRY_DELAYS
@@ -79,3 +82,16 @@ class ZenithTask(Task):
             if self.request.called_directly:
                 raise
             raise self.retry(exc=exc, countdown=self.retry_delay()) from exc
+
+
+def zenith_task(name: str, *, idempotent: bool = True, **options: Any) -> Callable[..., Any]:
+    """``shared_task`` with Zenith's defaults: an explicit name, ``ZenithTask`` (retry policy,
+    progress, ledger guards), and late acks with reject-on-worker-lost for idempotent tasks.
+
+    Idempotent tasks are acknowledged only after they ran and are delivered again when their
+    worker dies; ``ZENITH_MAX_REDELIVERIES`` stops a task that keeps killing its worker.
+    """
+    if idempotent:
+        options.setdefault("acks_late", True)
+        options.setdefault("reject_on_worker_lost", True)
+    return shared_task(name=name, base=ZenithTask, **options)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -62,12 +63,10 @@ def check_broker_and_workers(
     *, timeout: float = INSPECT_TIMEOUT
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(broker, workers, queues) checks, sharing one broker connection."""
-    from zenith.celery import app
-
     queues = required_queues()
     started = time.monotonic()
     try:
-        with app.connection_for_read() as conn:
+        with current_app.connection_for_read() as conn:
             conn.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT
             )
@@ -77,7 +76,9 @@ def check_broker_and_workers(
                 "latency_ms": round((time.monotonic() - started) * 1000, 2),
             }
             depths = queue_depths(conn, queues)
-            replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
+            replies = (
+                current_app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
+            )
     except Exception as exc:  # kombu raises driver-specific errors for an unreachable broker
         logger.warning("health: broker unreachable: %s", exc)
         unknown = {"ok": None, "error": "not checked: the broker is unreachable"}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
+from celery import current_app
 from django.conf import settings
 from django.db.models import Count, Max, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -243,10 +244,8 @@ class TicketCollector(Collector):
 
 
 def _broker_depths() -> dict[str, int]:
-    from zenith.celery import app
-
     try:
-        with app.connection_for_read() as conn:
+        with current_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=health.BROKER_TIMEOUT)
             return health.queue_depths(conn, health.required_queues()) or {}
     except Exception as exc:  # an unreachable broker leaves the series out, not the scrape

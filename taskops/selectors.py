@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import fnmatch
+import re
+from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -75,3 +78,34 @@ def task_failure_count(*, since: timedelta = timedelta(hours=1)) -> int:
     return TaskRecord.objects.filter(
         state=TaskState.FAILURE, updated_at__gte=start, finished_at__gte=start
     ).count()
+
+
+def task_failures_count(
+    *, organization: Organization, pattern: str, since: datetime, id_limit: int = 10
+) -> tuple[Counter[str], list[str], str]:
+    """Failures since `since` of tasks matching `pattern`: per name, newest ids, last error."""
+    # updated_at >= finished_at (the finishing write sets both), so this bound lets the
+    # (state, updated_at) index find the rows.
+    failures = TaskRecord.objects.filter(
+        organization=organization,
+        state=TaskState.FAILURE,
+        updated_at__gte=since,
+        finished_at__gte=since,
+    )
+    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    if prefix:
+        failures = failures.filter(name__startswith=prefix)
+    counts: Counter[str] = Counter()
+    task_ids: list[str] = []
+    last_error = ""
+    for name, task_id, error in failures.order_by("-finished_at", "-id").values_list(
+        "name", "task_id", "error"
+    ):
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        counts[name] += 1
+        if len(task_ids) < id_limit:
+            task_ids.append(task_id)
+        if not last_error and error:
+            last_error = error
+    return counts, task_ids, last_error

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Q
@@ -65,8 +66,6 @@ def task_enqueue(
     header) so the ledger knows their organization. Outside a transaction the task is
     published at once, so a broker outage raises here. `queue` overrides the routing by name.
     """
-    from zenith.celery import app
-
     task_id = str(uuid.uuid4())
     headers: dict[str, Any] = {TRIGGERED_BY_HEADER: triggered_by}
     if organization_id is not None:
@@ -77,7 +76,7 @@ def task_enqueue(
 
     def send() -> None:
         try:
-            app.send_task(
+            current_app.send_task(
                 name,
                 args=list(args or []),
                 kwargs=kwargs,
@@ -109,8 +108,6 @@ def task_cancel(*, record: TaskRecord, user: Any | None) -> TaskRecord:
     Workers that are up drop or terminate it at once; the ledger state also stops a worker
     that starts later from running it (see taskops.receivers).
     """
-    from zenith.celery import app
-
     if record.state not in ACTIVE_STATES:
         raise TaskStateConflict(
             f"the task is {record.state}; only a queued or running task can be cancelled"
@@ -118,7 +115,7 @@ def task_cancel(*, record: TaskRecord, user: Any | None) -> TaskRecord:
     label = triggered_by_label(user)
     # terminate=True also covers a task that started since the ledger said PENDING;
     # for one still queued it only adds the id to the workers' revoked set.
-    app.control.revoke(record.task_id, terminate=True, signal="SIGTERM")
+    current_app.control.revoke(record.task_id, terminate=True, signal="SIGTERM")
     was_running = record.state in RUNNING_STATES
     updated = ledger.task_mark_revoked(
         task_id=record.task_id,
@@ -205,9 +202,7 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
 
 
 def _result_expires_seconds() -> float:
-    from zenith.celery import app
-
-    expires = app.conf.result_expires
+    expires = current_app.conf.result_expires
     if isinstance(expires, timedelta):
         return expires.total_seconds()
     return float(expires or 24 * 60 * 60)
@@ -272,7 +267,7 @@ def scheduler_lease_release(*, name: str, holder: str) -> None:
 
 
 # ------------------------------------------------------------------------------
-# Default schedules (SPEC.md): `manage.py setup_periodic_tasks`
+# Default schedules (README, "Schedules"): `manage.py setup_periodic_tasks`
 # ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DefaultSchedule:

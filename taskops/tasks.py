@@ -14,39 +14,35 @@ import signal
 import time
 from typing import Any
 
-from celery import shared_task
-
-from taskops import alerts, services
-from taskops.base import TransientError
+from taskops import services
+from taskops.base import TransientError, zenith_task
 
 
-@shared_task(name="taskops.tasks.health_check_tasks", acks_late=True, reject_on_worker_lost=True)
+@zenith_task("taskops.tasks.health_check_tasks")
 def health_check_tasks(**kwargs: Any) -> dict[str, Any]:
     """Record beat's heartbeat; health reads its age to tell whether beat is alive."""
     heartbeat = services.heartbeat_record(name="beat")
     return {"heartbeat": heartbeat.last_seen.isoformat()}
 
 
-@shared_task(
-    name="taskops.tasks.cleanup_old_task_results", acks_late=True, reject_on_worker_lost=True
-)
+@zenith_task("taskops.tasks.cleanup_old_task_results")
 def cleanup_old_task_results(**kwargs: Any) -> dict[str, int]:
     """Delete ledger rows past ZENITH_TASK_RETENTION_DAYS and expired result rows, in batches."""
     return services.task_records_cleanup()
 
 
-@shared_task(name="taskops.tasks.cleanup_failed_tasks", acks_late=True, reject_on_worker_lost=True)
+@zenith_task("taskops.tasks.cleanup_failed_tasks")
 def cleanup_failed_tasks(**kwargs: Any) -> dict[str, int]:
     """Mark tasks stuck in PENDING/STARTED/PROGRESS for over 24 hours as FAILURE."""
     return services.task_records_fail_stuck()
 
 
-@shared_task(name="taskops.tasks.noop")
+@zenith_task("taskops.tasks.noop", idempotent=False)
 def noop(**kwargs: Any) -> None:
     """Diagnostic: do nothing (a worker answers; the ledger's cost per task)."""
 
 
-@shared_task(name="taskops.tasks.diagnostic_sleep", bind=True)
+@zenith_task("taskops.tasks.diagnostic_sleep", idempotent=False, bind=True)
 def diagnostic_sleep(self: Any, seconds: float = 10.0, **kwargs: Any) -> dict[str, float]:
     """Diagnostic: sleep, reporting progress every second (something to watch and cancel)."""
     started = time.monotonic()
@@ -58,7 +54,7 @@ def diagnostic_sleep(self: Any, seconds: float = 10.0, **kwargs: Any) -> dict[st
     return {"slept": round(time.monotonic() - started, 3)}
 
 
-@shared_task(name="taskops.tasks.diagnostic_fail", bind=True)
+@zenith_task("taskops.tasks.diagnostic_fail", idempotent=False, bind=True)
 def diagnostic_fail(
     self: Any, failures: int = 1, permanent: bool = False, **kwargs: Any
 ) -> dict[str, int]:
@@ -74,7 +70,7 @@ def diagnostic_fail(
     return {"attempts": attempt}
 
 
-@shared_task(name="taskops.tasks.diagnostic_crash", acks_late=True, reject_on_worker_lost=True)
+@zenith_task("taskops.tasks.diagnostic_crash")
 def diagnostic_crash(**kwargs: Any) -> None:
     """Diagnostic: SIGKILL the process that runs it, as a segfault or the OOM killer would.
 
@@ -82,21 +78,3 @@ def diagnostic_crash(**kwargs: Any) -> None:
     ZENITH_MAX_REDELIVERIES lost deliveries; the next delivery fails without running.
     """
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-@shared_task(name="taskops.tasks.evaluate_alert_rules", acks_late=True, reject_on_worker_lost=True)
-def evaluate_alert_rules(**kwargs: Any) -> dict[str, int]:
-    """Check every enabled alert rule: open or close incidents, queue their messages."""
-    return alerts.alert_rules_evaluate()
-
-
-@shared_task(
-    name="taskops.tasks.deliver_alert", bind=True, acks_late=True, reject_on_worker_lost=True
-)
-def deliver_alert(self: Any, delivery_id: int, **kwargs: Any) -> dict[str, Any]:
-    """Send one alert message (Slack or e-mail); transient failures are retried."""
-    final = self.request.called_directly or self.request.retries >= self.max_retries
-    delivery = alerts.alert_deliver(delivery_id=delivery_id, final_attempt=final)
-    if delivery is None:
-        return {"delivery_id": delivery_id, "state": "deleted"}
-    return {"delivery_id": delivery.pk, "state": delivery.state, "attempts": delivery.attempts}

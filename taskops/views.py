@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import current_app
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -144,12 +145,12 @@ class TaskViewSet(viewsets.GenericViewSet):
 
 def _ask_workers(task_ids: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, Any]]:
     """What live workers know of these tasks: {task_id: (worker, state)} and who answered."""
-    from zenith.celery import app
-
     if not task_ids:
         return {}, {"asked": False, "answered": []}
     try:
-        replies = app.control.inspect(timeout=health.INSPECT_TIMEOUT).query_task(*task_ids) or {}
+        replies = (
+            current_app.control.inspect(timeout=health.INSPECT_TIMEOUT).query_task(*task_ids) or {}
+        )
     except Exception as exc:  # an unreachable broker: answer from the ledger alone
         logger.warning("tasks/active: cannot ask the workers: %s", exc)
         return {}, {"asked": True, "answered": [], "error": f"{type(exc).__name__}: {exc}"}

@@ -24,6 +24,18 @@ ticket_output_extensions: list[Callable[[Ticket], dict[str, Any]]] = []
 ticket_output_prefetches: list[str | Prefetch] = []
 
 
+class StrictInputSerializer(serializers.Serializer):
+    """Refuses fields it does not know, naming them (e.g. ``organization`` in a PATCH)."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                {name: "this field cannot be set here" for name in sorted(unknown)}
+            )
+        return attrs
+
+
 class OrganizationOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization

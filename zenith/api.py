@@ -10,6 +10,7 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -28,27 +29,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 class APIRootView(APIView):
-    """Zenith API v1: follow a link to browse it (token or session auth)."""
+    """Zenith API v1: follow a link to browse it (token or session auth).
+
+    The links are built from the routers of the apps' URL modules, so a viewset an app
+    registers appears here without a hand-kept list.
+    """
 
     permission_classes = [AllowAny]
     schema = None
-
-    ENTRY_POINTS = {
-        "tickets": "tickets/",
-        "organizations": "organizations/",
-        "models": "models/",
-        "tasks-active": "tasks/active/",
-        "tasks-health": "tasks/health/",
-        "mailboxes": "integrations/mailboxes/",
-        "slack-workspaces": "integrations/slack/workspaces/",
-        "slack-channels": "integrations/slack/channels/",
-        "alert-rules": "alerts/rules/",
-        "alert-incidents": "alerts/incidents/",
-        "schema": "schema/",
-        "docs": "docs/",
-    }
+    routers: tuple[SimpleRouter, ...] = ()
+    extra_entries: dict[str, str] = {}
 
     def get(self, request: Request) -> Response:
-        return Response(
-            {name: request.build_absolute_uri(path) for name, path in self.ENTRY_POINTS.items()}
-        )
+        entries = {
+            prefix: f"{prefix}/" for router in self.routers for prefix, _, _ in router.registry
+        }
+        entries.update(self.extra_entries)
+        return Response({name: request.build_absolute_uri(path) for name, path in entries.items()})

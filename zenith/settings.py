@@ -1,4 +1,4 @@
-"""Zenith settings: one module, configured from the environment (see SPEC.md)."""
+"""Zenith settings: one module, configured from the environment."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -317,6 +318,21 @@ SLACK_SYNC_OVERLAP_SECONDS = env.int("SLACK_SYNC_OVERLAP_SECONDS", default=24 * 
 # IMAP: extra CA bundle for servers with a private CA (unset: the system's trust store).
 ZENITH_IMAP_CA_FILE = env.str("ZENITH_IMAP_CA_FILE", default="")
 ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)
+# OAuth2 (XOAUTH2) mailboxes: client credentials per provider, never per request.
+# https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
+ZENITH_OAUTH_MICROSOFT_CLIENT_ID = env.str("ZENITH_OAUTH_MICROSOFT_CLIENT_ID", default="")
+ZENITH_OAUTH_MICROSOFT_CLIENT_SECRET = env.str("ZENITH_OAUTH_MICROSOFT_CLIENT_SECRET", default="")
+ZENITH_OAUTH_MICROSOFT_TENANT = env.str("ZENITH_OAUTH_MICROSOFT_TENANT", default="common")
+ZENITH_OAUTH_GOOGLE_CLIENT_ID = env.str("ZENITH_OAUTH_GOOGLE_CLIENT_ID", default="")
+ZENITH_OAUTH_GOOGLE_CLIENT_SECRET = env.str("ZENITH_OAUTH_GOOGLE_CLIENT_SECRET", default="")
+# "generic": any OAuth2 provider whose authorize/token URLs and scopes a mailbox names.
+ZENITH_OAUTH_GENERIC_CLIENT_ID = env.str("ZENITH_OAUTH_GENERIC_CLIENT_ID", default="")
+ZENITH_OAUTH_GENERIC_CLIENT_SECRET = env.str("ZENITH_OAUTH_GENERIC_CLIENT_SECRET", default="")
+# Where providers send the admin back; empty: built from the request that started consent.
+ZENITH_OAUTH_REDIRECT_URI = env.str("ZENITH_OAUTH_REDIRECT_URI", default="")
+ZENITH_OAUTH_TIMEOUT = env.float("ZENITH_OAUTH_TIMEOUT", default=15.0)
+# A generic provider's endpoints must be https:// unless this is on (local development).
+ZENITH_OAUTH_ALLOW_HTTP = env.bool("ZENITH_OAUTH_ALLOW_HTTP", default=DEBUG)
 # Seconds a mailbox poll holds its lease without committing; a crashed poll's lease is
 # taken over at once on the same host, elsewhere when it expires.
 ZENITH_MAILBOX_LEASE_SECONDS = env.int("ZENITH_MAILBOX_LEASE_SECONDS", default=300)

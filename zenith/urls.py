@@ -4,15 +4,29 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from alerts import urls as alerts_urls
+from integrations import urls as integrations_urls
+from mlmodels import urls as mlmodels_urls
+from taskops import urls as taskops_urls
 from taskops.metrics import metrics_view
+from tickets import urls as tickets_urls
 from zenith.api import APIRootView
 
+API_APPS = (tickets_urls, taskops_urls, mlmodels_urls, integrations_urls, alerts_urls)
+
+api_root = APIRootView.as_view(
+    routers=tuple(app.router for app in API_APPS),
+    extra_entries={
+        "tasks-active": "tasks/active/",
+        "tasks-health": "tasks/health/",
+        "schema": "schema/",
+        "docs": "docs/",
+    },
+)
+
 api_patterns = [
-    path("", APIRootView.as_view(), name="api-root"),
-    path("", include("tickets.urls")),
-    path("", include("taskops.urls")),
-    path("", include("mlmodels.urls")),
-    path("", include("integrations.urls")),
+    path("", api_root, name="api-root"),
+    *(path("", include(app)) for app in API_APPS),
     re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

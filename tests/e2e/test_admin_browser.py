@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from integrations import email_services
+from integrations.email import services as email_services
 from integrations.models import Mailbox
 from mlmodels.models import ModelVersion
 from mlmodels.services import model_train
 from taskops.models import TaskRecord
 from taskops.services import periodic_tasks_setup
-from tests.email_samples import plain
-from tests.factories import TicketFactory
-from tests.services import missing
+from tests.support.email_samples import plain
+from tests.support.services import missing
+from tests.tickets.factories import TicketFactory
 from tickets.models import LabelChange, LabelSource, Organization, Role
 from tickets.services import membership_set
 

@@ -14,8 +14,8 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
-from tests.email_samples import plain
-from tests.services import missing, redis_available
+from tests.support.email_samples import plain
+from tests.support.services import missing, redis_available
 from tickets.demo import DEMO_DATASET
 from tickets.models import Organization, Role
 from tickets.services import membership_set

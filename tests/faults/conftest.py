@@ -14,7 +14,7 @@ from django.db import connection
 from mlmodels import registry, services
 from mlmodels.models import ModelVersion
 from tests.mlmodels.conftest import purge_queues, sample_rows, write_csv
-from tests.services import missing, redis_available
+from tests.support.services import missing, redis_available
 from tickets import services as ticket_services
 from tickets.models import Organization
 

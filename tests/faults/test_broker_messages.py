@@ -16,7 +16,7 @@ from django_celery_results.models import TaskResult
 
 from taskops.models import TaskRecord, TaskState
 from tests.faults.conftest import wait_until
-from tests.services import redis_url
+from tests.support.services import redis_url
 from zenith.celery import app
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

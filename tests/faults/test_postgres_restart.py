@@ -24,8 +24,8 @@ import pytest
 
 from tests.faults.conftest import wait_until
 from tests.mlmodels.conftest import sample_rows, write_csv
-from tests.services import missing
-from tests.workers import ROOT, process_env
+from tests.support.services import missing
+from tests.support.workers import ROOT, process_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

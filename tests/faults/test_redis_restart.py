@@ -15,7 +15,7 @@ import pytest
 
 from taskops.models import TaskRecord, TaskState
 from tests.faults.conftest import wait_until
-from tests.services import missing, port_open
+from tests.support.services import missing, port_open
 from zenith.celery import app
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

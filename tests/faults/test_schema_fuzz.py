@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.core.result import Ok
 
-from tests.services import redis_available
+from tests.support.services import redis_available
 from tickets.models import Organization, Role
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]

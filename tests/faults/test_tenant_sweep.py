@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from integrations.models import Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
-from taskops.models import AlertIncident, AlertRule, TaskRecord, TaskState
+from taskops.models import TaskRecord, TaskState
+from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
 from tests.mlmodels.conftest import purge_queues
 from tickets.models import Organization, Role, Ticket
 
@@ -26,7 +27,14 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transa
 
 PREFIX = "api/v1/"
 SECRET = "globex-secret-7f3a"
-SNAPSHOT_APPS = ("tickets", "taskops", "mlmodels", "integrations", "django_celery_results")
+SNAPSHOT_APPS = (
+    "tickets",
+    "taskops",
+    "mlmodels",
+    "integrations",
+    "alerts",
+    "django_celery_results",
+)
 # Every field name a request body might use to point at another organization's objects.
 FOREIGN_FIELDS = ("organization", "organization_id", "ticket_id", "ticket_ids", "workspace")
 DENIED = {400, 401, 403, 404}
@@ -95,12 +103,10 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         updated_at=now,
         finished_at=now,
     )
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         organization=org, name=SECRET, task_pattern="taskops.*", email_recipients=[SECRET]
     )
-    incident = AlertIncident.objects.create(
-        rule=rule, organization=org, summary=SECRET, opened_at=now, last_seen_at=now
-    )
+    incident = AlertIncidentFactory(rule=rule, summary=SECRET, opened_at=now)
     return {
         "organization": org,
         "ticket": ticket,

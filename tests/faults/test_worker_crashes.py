@@ -17,7 +17,7 @@ from mlmodels.models import Prediction
 from taskops.models import RUNNING_STATES, TaskRecord, TaskState
 from tests.faults.conftest import wait_until
 from tests.mlmodels.conftest import unlabelled_tickets
-from tests.services import redis_url
+from tests.support.services import redis_url
 from zenith.celery import app
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -15,7 +15,7 @@ from celery.signals import before_task_publish
 from django.conf import settings as django_settings
 
 from mlmodels import registry
-from tests.services import missing, redis_available
+from tests.support.services import missing, redis_available
 from tickets import services as ticket_services
 from tickets.demo import DEMO_DATASET
 from tickets.models import Organization, Source, Ticket

@@ -7,7 +7,7 @@ import pytest
 from mlmodels import services
 from mlmodels.models import ModelVersion
 from taskops.services import TRIGGERED_BY_HEADER
-from tests.factories import TicketFactory
+from tests.tickets.factories import TicketFactory
 from tickets.models import Role
 
 # Transactional: tasks are published after commit, as in production.

@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from mlmodels import registry, services, training
 from mlmodels.models import ModelStatus
 from mlmodels.registry import ArtifactError
-from tests.factories import TicketFactory
+from tests.tickets.factories import TicketFactory
 from tickets.models import Role
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ import pytest
 from mlmodels import services
 from mlmodels.models import ModelVersion, Prediction
 from mlmodels.tasks import train_all_organizations_task, train_organization_model_task
-from tests.factories import OrganizationFactory
 from tests.mlmodels.conftest import wait_until
+from tests.tickets.factories import OrganizationFactory
 from tickets.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)

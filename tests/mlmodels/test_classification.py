@@ -13,8 +13,8 @@ from mlmodels import services
 from mlmodels.models import ModelVersion, Prediction
 from mlmodels.receivers import ticket_prediction_fields
 from mlmodels.tasks import batch_classify_tickets_task, classify_ticket_task
-from tests.factories import TicketFactory
 from tests.mlmodels.conftest import unlabelled_tickets
+from tests.tickets.factories import TicketFactory
 from tickets.models import LabelChange, LabelSource, Ticket
 from tickets.selectors import ticket_training_examples
 

@@ -8,7 +8,7 @@ import pytest
 
 from mlmodels import services
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
-from tests.factories import TicketFactory
+from tests.tickets.factories import TicketFactory
 from tickets.models import Role, Ticket
 
 pytestmark = pytest.mark.django_db

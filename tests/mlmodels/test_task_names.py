@@ -1,4 +1,4 @@
-"""The task names and queue in SPEC.md are a contract: scripts, schedules and tests use them."""
+"""Task names and queues are a contract (README, "Celery tasks"): scripts and schedules use them."""
 
 from __future__ import annotations
 

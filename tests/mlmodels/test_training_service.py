@@ -10,8 +10,8 @@ from django.core.files.storage import default_storage
 from mlmodels import registry, services, training
 from mlmodels.models import ModelStatus, ModelVersion
 from mlmodels.tasks import train_organization_model_task
-from tests.factories import OrganizationFactory, TicketFactory
 from tests.mlmodels.conftest import sample_rows
+from tests.tickets.factories import OrganizationFactory, TicketFactory
 from tickets.models import LabelSource
 
 pytestmark = pytest.mark.django_db

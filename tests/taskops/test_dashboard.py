@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
 from taskops import services
 from taskops.models import TaskState
-from tests.factories import TicketFactory
+from tests.tickets.factories import TicketFactory
 from tickets.models import Source, Ticket
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"

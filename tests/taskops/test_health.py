@@ -9,7 +9,7 @@ import pytest
 
 from taskops import services
 from taskops.models import TaskState
-from tests.services import missing
+from tests.support.services import missing
 from tests.taskops.helpers import wait_for_state
 from zenith.celery import app
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from mlmodels.models import ModelStatus, ModelVersion, Prediction
 from taskops.models import TaskRecord, TaskState
-from tests.factories import OrganizationFactory, TicketFactory
 from tests.taskops.test_metrics import samples
+from tests.tickets.factories import OrganizationFactory, TicketFactory
 from tickets.models import Organization, Source, Ticket
 
 TOKEN = "scrape-me-please"

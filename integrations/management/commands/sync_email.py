@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from integrations import email_selectors, email_services
+from integrations.email import selectors as email_selectors
+from integrations.email import services as email_services
 from integrations.management.sync_command import SyncCommand
 from tickets.models import Organization
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from integrations import slack_services
 from integrations.management.sync_command import SyncCommand
+from integrations.slack import services as slack_services
 from tickets.models import Organization
 
 

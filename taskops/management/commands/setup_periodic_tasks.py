@@ -1,4 +1,4 @@
-"""`manage.py setup_periodic_tasks`: create SPEC's default schedules (idempotent)."""
+"""`manage.py setup_periodic_tasks`: create the default schedules (idempotent)."""
 
 from __future__ import annotations
 
