@@ -9,23 +9,14 @@ from rest_framework import serializers
 
 from mlmodels.models import ModelVersion, Target
 from tickets.models import Organization, Ticket
+from tickets.serializers import StrictInputSerializer
 
 
-class _StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, naming them, instead of silently ignoring a typo."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
-        return attrs
-
-
-class ClassifyTicketInputSerializer(_StrictSerializer):
+class ClassifyTicketInputSerializer(StrictInputSerializer):
     ticket_id = serializers.IntegerField(min_value=1)
 
 
-class BatchClassifyInputSerializer(_StrictSerializer):
+class BatchClassifyInputSerializer(StrictInputSerializer):
     organization_id = serializers.IntegerField(min_value=1)
     # None: every ticket the active models have not classified yet.
     ticket_ids = serializers.ListField(
@@ -36,7 +27,7 @@ class BatchClassifyInputSerializer(_StrictSerializer):
     )
 
 
-class TrainModelInputSerializer(_StrictSerializer):
+class TrainModelInputSerializer(StrictInputSerializer):
     organization_id = serializers.IntegerField(min_value=1)
     targets = serializers.ListField(
         child=serializers.ChoiceField(choices=Target.choices), required=False, allow_empty=False
@@ -125,11 +116,11 @@ class ReviewTicketOutputSerializer(serializers.ModelSerializer):
         return ticket_prediction_fields(ticket)["predictions"]
 
 
-class ReviewAcceptInputSerializer(_StrictSerializer):
+class ReviewAcceptInputSerializer(StrictInputSerializer):
     target = serializers.ChoiceField(choices=Target.choices)
 
 
-class ReviewCorrectInputSerializer(_StrictSerializer):
+class ReviewCorrectInputSerializer(StrictInputSerializer):
     target = serializers.ChoiceField(choices=Target.choices)
     label = serializers.CharField(max_length=100, allow_blank=False)
     allow_new_label = serializers.BooleanField(required=False, default=False)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.conf import settings
 
 from mlmodels import training
+from taskops.progress import ProgressCallback, no_progress
 from tickets.models import LabelSource
 
 MIN_TOTAL_LABELS = 30
@@ -30,12 +29,12 @@ BATCH_CLASSIFY_TASK = "mlmodels.tasks.batch_classify_tickets_task"
 TRAIN_TASK = "mlmodels.tasks.train_organization_model_task"
 TRAIN_ALL_TASK = "mlmodels.tasks.train_all_organizations_task"
 
-Progress = Callable[[int, int, str], None]
+# The one progress-callback type (taskops.progress), under the name callers here know.
+Progress = ProgressCallback
 
 
 class ModelStateError(Exception):
     """The version cannot make this transition (e.g. activating one that failed to train)."""
 
 
-def no_progress(done: int, total: int, message: str) -> None:
-    return None
+__all__ = ["ModelStateError", "Progress", "default_params", "no_progress"]
