@@ -221,7 +221,8 @@ def test_admin_review_queue_accepts_and_chooses_labels(make_user, organization, 
     version = first.predictions.get().model_version
     change_page = root.get(reverse("admin:mlmodels_modelversion_change", args=[version.pk]))
     assert "of 2 reviewed predictions kept (1 changed)" in change_page.content.decode()
-    assert "model selection" in change_page.content.decode()
+    assert "Model selection (CV on the training split)" in change_page.content.decode()
+    assert "class-weight power" in change_page.content.decode()
 
 
 def test_admin_review_queue_of_another_organizations_admin(
