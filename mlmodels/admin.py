@@ -270,8 +270,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         chosen = selection.get("chosen") or {}
         rows = format_html_join(
             "",
-            "<tr{}><td>{}</td><td>{}</td><td>{:.3f} ± {:.3f}</td><td>{:.3f}</td><td>{:.3f}</td>"
-            "</tr>",
+            # format_html escapes its arguments into strings first: numbers come preformatted.
+            "<tr{}><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
                     format_html(' style="{}"', "font-weight:bold;background:#ddf4e4")
@@ -280,10 +280,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
                     else "",
                     c["class_weight_power"],
                     c["C"],
-                    c["objective_mean"],
-                    c["objective_std"],
-                    c["accuracy_mean"],
-                    c["macro_f1_mean"],
+                    f"{c['objective_mean']:.3f}",
+                    f"{c['objective_std']:.3f}",
+                    f"{c['accuracy_mean']:.3f}",
+                    f"{c['macro_f1_mean']:.3f}",
                 )
                 for c in candidates
             ),
