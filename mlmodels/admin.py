@@ -6,15 +6,22 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from mlmodels import services
-from mlmodels.models import ModelStatus, ModelVersion, Prediction
+from mlmodels import selectors, services
+from mlmodels.models import ModelStatus, ModelVersion, Prediction, Target
+from mlmodels.receivers import PREDICTIONS_PREFETCH
 from taskops.services import task_enqueue, triggered_by_label
 from tickets.admin_scoping import OrganizationScopedAdmin
-from tickets.models import Ticket
+from tickets.models import Role, Ticket
+from tickets.selectors import organization_list_for_user, ticket_labels_known
+from tickets.services import LabelUnknownError
+
+REVIEW_PAGE_SIZE = 50
 
 STATUS_COLOURS = {
     ModelStatus.ACTIVE: "#1a7f37",
@@ -168,7 +175,9 @@ class ModelVersionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
             {
                 "fields": [
                     "metrics_summary",
+                    "live_accuracy_display",
                     "gate_summary",
+                    "selection_table",
                     "confusion_matrix_table",
                     "per_class_table",
                 ]
@@ -183,6 +192,7 @@ class ModelVersionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
                     "training_set_size",
                     "n_train",
                     "n_test",
+                    "n_shipped",
                     "params",
                     "library_versions",
                     "artifact",
@@ -237,6 +247,55 @@ class ModelVersionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
             _percent(m.get("coverage_at_95")),
             "-" if threshold is None else f"{threshold:.2f}",
             m.get("n_test", obj.n_test),
+        )
+
+    @admin.display(description="live accuracy (reviewed predictions people kept)")
+    def live_accuracy_display(self, obj: ModelVersion) -> SafeString:
+        live = selectors.model_version_live_accuracy(versions=[obj])[obj.pk]
+        if not live["reviewed"]:
+            return format_html("<em>{}</em> · offline {}", "no reviews yet", _percent(obj.accuracy))
+        return format_html(
+            "<b>{}</b> of {} reviewed predictions kept ({} changed) · offline {}",
+            _percent(live["live_accuracy"]),
+            live["reviewed"],
+            live["changed"],
+            _percent(obj.accuracy),
+        )
+
+    @admin.display(description="model selection (CV on the training split)")
+    def selection_table(self, obj: ModelVersion) -> SafeString:
+        selection = obj.selection or {}
+        candidates = selection.get("candidates") or []
+        if not candidates:
+            return format_html("<em>{}</em>", "fixed configuration (no selection recorded)")
+        chosen = selection.get("chosen") or {}
+        rows = format_html_join(
+            "",
+            # format_html escapes its arguments into strings first: numbers come preformatted.
+            "<tr{}><td>{}</td><td>{}</td><td>{} ± {}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    format_html(' style="{}"', "font-weight:bold;background:#ddf4e4")
+                    if c["C"] == chosen.get("C")
+                    and c["class_weight_power"] == chosen.get("class_weight_power")
+                    else "",
+                    c["class_weight_power"],
+                    c["C"],
+                    f"{c['objective_mean']:.3f}",
+                    f"{c['objective_std']:.3f}",
+                    f"{c['accuracy_mean']:.3f}",
+                    f"{c['macro_f1_mean']:.3f}",
+                )
+                for c in candidates
+            ),
+        )
+        return format_html(
+            "<p>{} · {} folds · temperature {}</p><table><tr><th>class-weight power</th>"
+            "<th>C</th><th>objective</th><th>accuracy</th><th>macro-F1</th></tr>{}</table>",
+            selection.get("objective", ""),
+            selection.get("cv_folds", "-"),
+            selection.get("temperature", "-"),
+            rows,
         )
 
     @admin.display(description="promotion gate")
@@ -331,6 +390,7 @@ class PredictionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "model_version",
         "label",
         "confidence",
+        "margin",
         "top_terms",
         "applied",
         "created_at",
@@ -338,6 +398,76 @@ class PredictionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        review = path(
+            "review/",
+            self.admin_site.admin_view(self.review_queue),
+            name="mlmodels_prediction_review",
+        )
+        return [review, *super().get_urls()]
+
+    def review_queue(self, request: HttpRequest) -> HttpResponse:
+        """The review queue: one-click accept of the model's label, or choose another."""
+        # Staff act in the admin only for organizations they administer (all for superusers).
+        organizations = organization_list_for_user(user=request.user, min_role=Role.ADMIN)
+        if request.method == "POST":
+            return self._review_decide(request, organizations)
+        tickets = list(
+            selectors.review_queue_for_user(user=request.user)
+            .filter(organization__in=organizations)
+            .prefetch_related(PREDICTIONS_PREFETCH)[:REVIEW_PAGE_SIZE]
+        )
+        known: dict[tuple[int, str], list[str]] = {}
+        rows = []
+        for ticket in tickets:
+            latest = selectors.prediction_latest_by_target(ticket=ticket)
+            for target in Target.values:
+                prediction = latest.get(target)
+                if prediction is None:
+                    continue
+                key = (ticket.organization_id, target)
+                if key not in known:
+                    known[key] = ticket_labels_known(organization=ticket.organization, field=target)
+                rows.append(
+                    {
+                        "ticket": ticket,
+                        "target": target,
+                        "prediction": prediction,
+                        "labels": known[key],
+                    }
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Review queue",
+            "rows": rows,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/mlmodels/review_queue.html", context)
+
+    def _review_decide(self, request: HttpRequest, organizations: Any) -> HttpResponse:
+        ticket_id = request.POST.get("ticket", "")
+        target = request.POST.get("target", "")
+        ticket = (
+            Ticket.objects.filter(organization__in=organizations, pk=int(ticket_id))
+            .select_related("organization")
+            .first()
+            if ticket_id.isdigit()
+            else None
+        )
+        if ticket is None:
+            raise Http404("no such ticket")
+        label = request.POST.get("label") or None
+        try:
+            services.prediction_review(ticket=ticket, target=target, user=request.user, label=label)
+        except (LabelUnknownError, services.ReviewError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            ticket.refresh_from_db()
+            self.message_user(
+                request, f"ticket #{ticket.pk}: {target} is {getattr(ticket, target)} (reviewed)"
+            )
+        return HttpResponseRedirect(reverse("admin:mlmodels_prediction_review"))
 
 
 PREDICTION_FIELDS = [

@@ -11,13 +11,14 @@ class MLModelsConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from mlmodels import receivers
-        from mlmodels.metrics import ReviewCollector
+        from mlmodels.metrics import LiveAccuracyCollector, ReviewCollector
         from taskops.metrics import collector_register
         from tickets import serializers, signals
         from tickets.models import Organization
 
         # taskops serves /metrics but cannot import this app: the review load is added here.
         collector_register(ReviewCollector)
+        collector_register(LiveAccuracyCollector)
         signals.tickets_created.connect(
             receivers.classify_new_tickets, dispatch_uid="mlmodels.classify_new_tickets"
         )

@@ -1,4 +1,4 @@
-"""Review load of the models on /metrics: how many new tickets a model was unsure about.
+"""Models on /metrics: review load (how many new tickets a model was unsure about), live accuracy.
 
 Registered with taskops' /metrics from MLModelsConfig.ready(), since taskops cannot import
 this app. Reads the database at each scrape, like the rest of /metrics.
@@ -14,7 +14,8 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlmodels.models import Prediction
+from mlmodels.models import ModelStatus, ModelVersion, Prediction
+from mlmodels.selectors import model_version_live_accuracy
 from tickets.models import Organization, Ticket
 
 DAY = timedelta(hours=24)
@@ -72,3 +73,49 @@ class ReviewCollector(Collector):
         yield classified
         yield flagged
         yield waiting
+
+
+class LiveAccuracyCollector(Collector):
+    """Live beside offline accuracy of every serving model version.
+
+    Live accuracy is the share of reviewed predictions people kept (selectors.
+    model_version_live_accuracy); offline accuracy is the version's held-out score. An alert
+    rule can compare the two (e.g. live 10 points below offline).
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        versions = list(
+            ModelVersion.objects.filter(status=ModelStatus.ACTIVE)
+            .select_related("organization")
+            .only("id", "organization__slug", "target", "version", "metrics")
+            .order_by("organization__slug", "target")
+        )
+        live = model_version_live_accuracy(versions=versions)
+        labels = ["organization", "target", "version"]
+        live_gauge = GaugeMetricFamily(
+            "zenith_model_live_accuracy",
+            "Share of reviewed predictions of the serving model that people kept "
+            "(absent until a prediction is reviewed).",
+            labels=labels,
+        )
+        offline_gauge = GaugeMetricFamily(
+            "zenith_model_offline_accuracy",
+            "Held-out accuracy of the serving model when it was trained.",
+            labels=labels,
+        )
+        reviewed_gauge = GaugeMetricFamily(
+            "zenith_model_reviewed_predictions",
+            "Predictions of the serving model that a person reviewed (kept or changed).",
+            labels=labels,
+        )
+        for version in versions:
+            values = [version.organization.slug, version.target, str(version.version)]
+            row = live[version.pk]
+            reviewed_gauge.add_metric(values, row["reviewed"])
+            if row["live_accuracy"] is not None:
+                live_gauge.add_metric(values, row["live_accuracy"])
+            if version.accuracy is not None:
+                offline_gauge.add_metric(values, version.accuracy)
+        yield live_gauge
+        yield offline_gauge
+        yield reviewed_gauge

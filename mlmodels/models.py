@@ -43,8 +43,11 @@ class ModelVersion(models.Model):
         max_length=16, choices=ModelStatus.choices, default=ModelStatus.TRAINING
     )
     params = models.JSONField(default=dict, blank=True)
-    # The candidate's own held-out metrics (training.evaluate's dict).
+    # The candidate's own held-out metrics (training.evaluate's dict), with "cv": the chosen
+    # configuration's out-of-fold figures on the training split (classes too small to hold out).
     metrics = models.JSONField(default=dict, blank=True)
+    # Model selection: the grid, every candidate's CV scores, the choice and its temperature.
+    selection = models.JSONField(default=dict, blank=True)
     # The promotion gate's record: both scores on the same held-out tickets and the decision.
     comparison = models.JSONField(default=dict, blank=True)
     labels = models.JSONField(default=list, blank=True)
@@ -52,6 +55,9 @@ class ModelVersion(models.Model):
     training_set_size = models.PositiveIntegerField(default=0)
     n_train = models.PositiveIntegerField(default=0)
     n_test = models.PositiveIntegerField(default=0)
+    # Tickets the shipped artifact learned from (all labelled tickets of kept classes);
+    # 0 for versions whose artifact is the hold-out model itself (trained on n_train).
+    n_shipped = models.PositiveIntegerField(default=0)
     # Held-out ticket ids: the next version keeps them held out, so the gate compares
     # both models on tickets neither of them was trained on.
     test_ticket_ids = models.JSONField(default=list, blank=True)
@@ -113,6 +119,8 @@ class ModelVersion(models.Model):
             "macro_f1": self.macro_f1,
             "n_train": self.n_train,
             "n_test": self.n_test,
+            "n_shipped": self.n_shipped,
+            "chosen": self.selection.get("chosen"),
         }
 
 
@@ -126,6 +134,8 @@ class Prediction(models.Model):
     )
     label = models.CharField(max_length=100)
     confidence = models.FloatField()
+    # Top probability minus the runner-up's: the review queue shows the smallest first.
+    margin = models.FloatField(null=True, blank=True)
     top_terms = models.JSONField(default=list, blank=True)
     # Whether the prediction set the ticket's field (it never replaces a person's label).
     applied = models.BooleanField(default=False)

@@ -69,6 +69,7 @@ def ticket_prediction_fields(ticket: Ticket) -> dict[str, Any]:
         predictions[target] = {
             "label": prediction.label,
             "confidence": round(prediction.confidence, 4),
+            "margin": None if prediction.margin is None else round(prediction.margin, 4),
             "model_version": prediction.model_version.version,
             "model_version_id": prediction.model_version_id,
             "top_terms": prediction.top_terms,

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery
 
 from mlmodels.models import ModelStatus, ModelVersion, Prediction, Target
 from tickets.models import LabelChange, LabelSource, Organization, Role, Ticket
@@ -201,3 +201,78 @@ def prediction_latest_by_target(*, ticket: Ticket) -> dict[str, Prediction]:
         if current is None or prediction.pk > current.pk:
             latest[prediction.target] = prediction
     return latest
+
+
+# ------------------------------------------------------------------------------
+# The review queue and live accuracy
+# ------------------------------------------------------------------------------
+
+
+def review_queue_for_user(*, user: Any, organization_id: int | None = None) -> QuerySet[Ticket]:
+    """Tickets flagged for review in the user's organizations, most uncertain first.
+
+    Uncertainty is the smallest margin between the top two classes among the active models'
+    applied predictions below the organization's threshold (`review_margin`).
+    """
+    unsure = (
+        Prediction.objects.filter(
+            ticket_id=OuterRef("pk"),
+            applied=True,
+            model_version__status=ModelStatus.ACTIVE,
+            confidence__lt=OuterRef("organization__confidence_threshold"),
+        )
+        .order_by()
+        .values("ticket_id")
+        .annotate(smallest=Min("margin"))
+        .values("smallest")
+    )
+    queryset = Ticket.objects.filter(
+        organization__in=organization_list_for_user(user=user), needs_review=True
+    )
+    if organization_id is not None:
+        queryset = queryset.filter(organization_id=organization_id)
+    return (
+        queryset.select_related("organization")
+        .annotate(review_margin=Subquery(unsure))
+        .order_by(F("review_margin").asc(nulls_last=True), "id")
+    )
+
+
+def model_version_live_accuracy(*, versions: list[ModelVersion]) -> dict[int, dict[str, Any]]:
+    """Per version: applied predictions a person reviewed, how many they changed, live accuracy.
+
+    A prediction is reviewed when a person (not a bulk relabel) set that ticket's label after
+    it was made (accepting it in the review queue or correcting it anywhere); it was changed
+    when the label they set differs from the prediction. Live accuracy = 1 - changed/reviewed.
+    """
+    if not versions:
+        return {}
+    changes = LabelChange.objects.filter(
+        ticket_id=OuterRef("ticket_id"),
+        field=OuterRef("target"),
+        changed_by__isnull=False,
+        changed_at__gte=OuterRef("created_at"),
+    )
+    rows = (
+        Prediction.objects.filter(model_version__in=versions, applied=True)
+        .annotate(
+            reviewed=Exists(changes),
+            changed=Exists(changes.exclude(new_value=OuterRef("label"))),
+        )
+        .filter(reviewed=True)
+        .order_by()
+        .values("model_version_id")
+        .annotate(n=Count("id"), n_changed=Count("id", filter=Q(changed=True)))
+    )
+    found = {row["model_version_id"]: row for row in rows}
+    result = {}
+    for version in versions:
+        row = found.get(version.pk, {"n": 0, "n_changed": 0})
+        reviewed, changed = row["n"], row["n_changed"]
+        result[version.pk] = {
+            "reviewed": reviewed,
+            "changed": changed,
+            "live_accuracy": None if not reviewed else round(1 - changed / reviewed, 4),
+            "offline_accuracy": version.accuracy,
+        }
+    return result

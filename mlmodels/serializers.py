@@ -4,26 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from mlmodels.models import ModelVersion, Target
+from tickets.models import Organization, Ticket
+from tickets.serializers import StrictInputSerializer
 
 
-class _StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, naming them, instead of silently ignoring a typo."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
-        return attrs
-
-
-class ClassifyTicketInputSerializer(_StrictSerializer):
+class ClassifyTicketInputSerializer(StrictInputSerializer):
     ticket_id = serializers.IntegerField(min_value=1)
 
 
-class BatchClassifyInputSerializer(_StrictSerializer):
+class BatchClassifyInputSerializer(StrictInputSerializer):
     organization_id = serializers.IntegerField(min_value=1)
     # None: every ticket the active models have not classified yet.
     ticket_ids = serializers.ListField(
@@ -34,7 +27,7 @@ class BatchClassifyInputSerializer(_StrictSerializer):
     )
 
 
-class TrainModelInputSerializer(_StrictSerializer):
+class TrainModelInputSerializer(StrictInputSerializer):
     organization_id = serializers.IntegerField(min_value=1)
     targets = serializers.ListField(
         child=serializers.ChoiceField(choices=Target.choices), required=False, allow_empty=False
@@ -85,3 +78,49 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
             "activated_at",
         ]
         read_only_fields = fields
+
+
+class ReviewTicketOutputSerializer(serializers.ModelSerializer):
+    """A ticket in the review queue: its labels and each target's latest prediction."""
+
+    organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    organization_id = serializers.IntegerField(read_only=True)
+    review_margin = serializers.FloatField(read_only=True, allow_null=True, default=None)
+    predictions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Ticket
+        fields = [
+            "id",
+            "organization",
+            "organization_id",
+            "subject",
+            "body",
+            "category",
+            "category_source",
+            "priority",
+            "priority_source",
+            "needs_review",
+            "review_margin",
+            "predictions",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField())
+    def get_predictions(self, ticket: Ticket) -> dict[str, Any]:
+        from mlmodels.receivers import ticket_prediction_fields
+
+        return ticket_prediction_fields(ticket)["predictions"]
+
+
+class ReviewAcceptInputSerializer(StrictInputSerializer):
+    target = serializers.ChoiceField(choices=Target.choices)
+
+
+class ReviewCorrectInputSerializer(StrictInputSerializer):
+    target = serializers.ChoiceField(choices=Target.choices)
+    label = serializers.CharField(max_length=100, allow_blank=False)
+    allow_new_label = serializers.BooleanField(required=False, default=False)

@@ -1,18 +1,29 @@
-"""Train, evaluate, explain and (de)serialise the ticket classifier.
+"""Train, select, evaluate, explain and (de)serialise the ticket classifier.
 
 Pure scikit-learn: no Django here, so the module can be trained, tested and benchmarked
-without a database. The chosen pipeline (measured on the Endava sample, `category`, stratified
-80/20 split with seed 0, classes under 10 rows dropped) is
+without a database. The pipeline is
 
     word 1-2-gram TF-IDF + char_wb 2-5-gram TF-IDF (both sublinear)
-    -> LinearSVC(C=1, class_weight="balanced")
-    -> CalibratedClassifierCV(method="temperature", cv=5, ensemble=True)
+    -> LinearSVC (one-vs-rest) with class weights (n / (k * n_class)) ** power
+    -> temperature scaling of its decision scores (softmax(scores / T))
 
-Temperature scaling divides every class score by the same number, so each fold model keeps the
-balanced SVM's ranking of classes (which is what lifts macro-F1) while the probabilities become
-honest (which is what makes ECE and coverage at 95% precision good). Per-class sigmoid or
-isotonic calibration was equally accurate but pulled predictions back to the majority classes
-(macro-F1 about 0.44).
+Model selection, per organization and target (`select`): a grid of class-weight power
+{0, 0.5, 1} (none, sqrt-balanced, balanced) x C {0.1, 0.3, 1}, scored by stratified k-fold
+cross-validation on the training split with `GridSearchCV`. The objective is
+
+    SELECTION_OBJECTIVE = mean(accuracy, macro-F1)      (higher is better)
+
+so a configuration must answer most tickets right and not give up the rare classes.
+The TF-IDF is fitted inside each fold (no leakage) but tokenising happens once: the texts are
+counted once (`TextCounts`), and each fold's TF-IDF keeps the n-grams its training rows contain
+and computes IDF from them (`FoldTfidf`), which is what fitting a TfidfVectorizer on those rows
+gives. The grid therefore costs SVM fits, not re-tokenising.
+
+Calibration: temperature scaling fitted on the chosen configuration's out-of-fold decision
+scores. One number divides every class score, so the top label is the SVM's own and the
+ranking of classes is unchanged; only the confidence becomes honest (ECE, coverage at 95 %
+precision). Shipping: the chosen configuration is fitted again on every labelled ticket; the
+hold-out model (training split only) gives the held-out metrics.
 """
 
 from __future__ import annotations
@@ -21,34 +32,50 @@ import hashlib
 import math
 import platform
 import time
+import warnings
 import weakref
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy
 import sklearn
 import skops
 import skops.io as sio
-from scipy import sparse
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
+from joblib import parallel_config
+from scipy import optimize, sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedKFold,
+    cross_val_predict,
+    train_test_split,
+)
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 __all__ = [
+    "SELECTION_OBJECTIVE",
     "TRUSTED_TYPES",
+    "FoldTfidf",
     "Prediction",
     "Readiness",
+    "TemperatureLinearSVC",
+    "TextCounts",
     "TrainingParams",
     "TrainingResult",
     "UntrustedArtifactError",
-    "build_pipeline",
     "compose_text",
     "deserialize",
     "evaluate",
@@ -56,24 +83,26 @@ __all__ = [
     "library_versions",
     "predict",
     "readiness",
+    "select",
     "serialize",
     "sha256",
     "split",
     "train_and_evaluate",
 ]
 
-CalibrationMethod = Literal["temperature", "sigmoid", "isotonic"]
-
 # Precision a ticket must be answered at for the coverage metric.
 TARGET_PRECISION = 0.95
 ECE_BINS = 10
 TOP_TERMS = 5
+SELECTION_OBJECTIVE = "mean of accuracy and macro-F1 (stratified k-fold CV on the training split)"
 
 # skops loads every scikit-learn estimator it knows without being told; these are the only
-# other types our pipelines contain (the private per-fold calibration wrappers). Anything else
-# in an artifact was not written by `serialize` and is refused.
+# other types our pipelines contain: the temperature-scaled SVM, and the private per-fold
+# calibration wrappers of versions trained before model selection. Anything else in an
+# artifact was not written by `serialize` and is refused.
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
+        "mlmodels.training.TemperatureLinearSVC",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._TemperatureScaling",
         "sklearn.calibration._SigmoidCalibration",
@@ -95,16 +124,23 @@ class TrainingParams:
 
     seed: int = 0
     test_size: float = 0.2
-    # Classes with fewer labelled tickets than this are dropped before the split: with under
-    # 10 rows a class gets at most 2 held-out tickets, too few to measure it or calibrate it.
-    # The model then never predicts such a class. Values below 2 act as 2 (a stratified split
-    # needs two examples per class).
-    min_class_examples: int = 10
+    # Classes with fewer labelled tickets than this are dropped before the split and never
+    # predicted (ZENITH_ML_MIN_CLASS_EXAMPLES). Values below 2 act as 2: a stratified split
+    # needs two examples per class. Classes too small for the hold-out are measured by CV.
+    min_class_examples: int = 3
+    # The configuration `fit` uses; `train_and_evaluate` chooses its own from the grid.
     C: float = 1.0
-    class_weight_balanced: bool = True
-    calibration_method: CalibrationMethod = "temperature"
-    # Upper bound: `fit` lowers it to the size of the smallest class so small data still trains.
-    calibration_folds: int = 5
+    class_weight_power: float = 1.0
+    grid_C: tuple[float, ...] = (0.1, 0.3, 1.0)
+    grid_class_weight_power: tuple[float, ...] = (0.0, 0.5, 1.0)
+    cv_folds: int = 3
+    # liblinear's stopping tolerance: 1e-2 gives the same predictions as 1e-4 on the
+    # shared data set at half the fitting time (the grid is 9 x cv_folds fits).
+    svm_tol: float = 1e-2
+    # Threads for the grid's fits (liblinear releases the GIL). Above 1 the fits share
+    # liblinear's one global random state, so the same data and seed may give a slightly
+    # different model: 1 keeps training reproducible.
+    n_jobs: int = 1
     word_ngram_max: int = 2
     char_ngram_min: int = 2
     char_ngram_max: int = 5
@@ -113,14 +149,24 @@ class TrainingParams:
 
     def __post_init__(self) -> None:
         """Reject values that would only fail later, deep inside scikit-learn."""
+        # JSON gives lists back: keep the dataclass hashable and equal to the original.
+        object.__setattr__(self, "grid_C", tuple(float(c) for c in self.grid_C))
+        object.__setattr__(
+            self, "grid_class_weight_power", tuple(float(p) for p in self.grid_class_weight_power)
+        )
         if not 0.0 < self.test_size < 1.0:
             raise ValueError(f"test_size must be between 0 and 1, got {self.test_size}")
-        if self.C <= 0:
-            raise ValueError(f"C must be positive, got {self.C}")
-        if self.calibration_method not in ("temperature", "sigmoid", "isotonic"):
-            raise ValueError(f"unknown calibration_method {self.calibration_method!r}")
-        if self.calibration_folds < 2:
-            raise ValueError(f"calibration_folds must be at least 2, got {self.calibration_folds}")
+        if self.C <= 0 or not self.grid_C or min(self.grid_C) <= 0:
+            raise ValueError("C and every grid_C value must be positive")
+        if (
+            not self.grid_class_weight_power
+            or min(self.class_weight_power, *self.grid_class_weight_power) < 0
+        ):
+            raise ValueError("class weight powers must be at least 0")
+        if self.n_jobs < 1:
+            raise ValueError(f"n_jobs must be at least 1, got {self.n_jobs}")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be at least 2, got {self.cv_folds}")
         if self.word_ngram_max < 1 or not 1 <= self.char_ngram_min <= self.char_ngram_max:
             raise ValueError("n-gram ranges must be positive and ordered")
         if self.min_df < 1:
@@ -142,11 +188,13 @@ class Prediction:
     label: str
     confidence: float
     top_terms: list[str]
+    # Probability of the top class minus the runner-up's: small means torn between two.
+    margin: float = 1.0
 
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """A fitted pipeline, its held-out metrics and the held-out tickets they were measured on."""
+    """The shipped pipeline (all labels), the hold-out one and what was measured."""
 
     pipeline: Pipeline
     metrics: dict[str, Any]
@@ -159,6 +207,12 @@ class TrainingResult:
     test_labels: list[str]
     dropped_labels: dict[str, int] = field(default_factory=dict)
     training_seconds: float = 0.0
+    # Fitted on the training split only: what the held-out metrics describe.
+    holdout_pipeline: Pipeline | None = None
+    # Grid, every candidate's CV scores, the choice, the temperature.
+    selection: dict[str, Any] = field(default_factory=dict)
+    # Tickets the shipped pipeline learned from (every labelled ticket of a kept class).
+    n_shipped: int = 0
 
 
 def compose_text(*, title: str | None, body: str | None) -> str:
@@ -166,44 +220,199 @@ def compose_text(*, title: str | None, body: str | None) -> str:
     return f"{title or ''} {body or ''}".strip()
 
 
-def build_pipeline(*, params: TrainingParams) -> Pipeline:
-    """An unfitted TF-IDF + calibrated linear SVM pipeline configured by `params`."""
-    features = FeatureUnion(
-        [
-            (
-                "word",
-                TfidfVectorizer(
-                    ngram_range=(1, params.word_ngram_max),
-                    sublinear_tf=params.sublinear_tf,
-                    min_df=params.min_df,
-                    dtype=np.float64,
-                ),
-            ),
-            (
-                # char_wb n-grams survive typos, inflections and the stripped/anonymised text
-                # of real tickets that whole words miss.
-                "char",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(params.char_ngram_min, params.char_ngram_max),
-                    sublinear_tf=params.sublinear_tf,
-                    min_df=params.min_df,
-                    dtype=np.float64,
-                ),
-            ),
-        ]
-    )
-    svm = LinearSVC(
-        C=params.C,
-        class_weight="balanced" if params.class_weight_balanced else None,
-        random_state=params.seed,
-    )
-    # An int cv means unshuffled StratifiedKFold: deterministic without storing a splitter
-    # object (one type fewer for the skops allow-list).
-    classifier = CalibratedClassifierCV(
-        svm, method=params.calibration_method, cv=params.calibration_folds, ensemble=True
-    )
-    return Pipeline([("features", features), ("classifier", classifier)])
+# ------------------------------------------------------------------------------
+# Features: count once, TF-IDF per fold
+# ------------------------------------------------------------------------------
+
+
+class TextCounts:
+    """Word and char_wb n-gram counts of a set of texts, tokenised once.
+
+    Rows of `matrix` are texts; the first `n_word` columns are word n-grams, the rest char
+    n-grams, each block in the vectorizer's (sorted) vocabulary order.
+    """
+
+    def __init__(self, *, texts: Sequence[str], params: TrainingParams) -> None:
+        self.params = params
+        self.word = CountVectorizer(ngram_range=(1, params.word_ngram_max), dtype=np.float64)
+        # char_wb n-grams survive typos, inflections and the stripped/anonymised text of real
+        # tickets that whole words miss.
+        self.char = CountVectorizer(
+            analyzer="char_wb",
+            ngram_range=(params.char_ngram_min, params.char_ngram_max),
+            dtype=np.float64,
+        )
+        cleaned = [text or "" for text in texts]
+        word = self.word.fit_transform(cleaned)
+        char = self.char.fit_transform(cleaned)
+        self.n_word = word.shape[1]
+        self.matrix = sparse.hstack([word, char], format="csr")
+
+    def fold_features(self) -> FoldTfidf:
+        return FoldTfidf(
+            n_word=self.n_word, min_df=self.params.min_df, sublinear_tf=self.params.sublinear_tf
+        )
+
+    def text_features(self, fitted: FoldTfidf) -> FeatureUnion:
+        """TfidfVectorizers on raw text equal to `fitted` (same n-grams, order and IDF)."""
+        vectorizers = []
+        for name, counter, block in (
+            ("word", self.word, fitted.word_),
+            ("char", self.char, fitted.char_),
+        ):
+            kept_mask, idf = block
+            terms = counter.get_feature_names_out()[kept_mask]
+            vectorizer = TfidfVectorizer(
+                analyzer=counter.analyzer,
+                ngram_range=counter.ngram_range,
+                sublinear_tf=self.params.sublinear_tf,
+                min_df=self.params.min_df,
+                dtype=np.float64,
+            )
+            vectorizer.vocabulary_ = {str(term): i for i, term in enumerate(terms)}
+            vectorizer.idf_ = idf
+            vectorizers.append((name, vectorizer))
+        return FeatureUnion(vectorizers)
+
+
+class FoldTfidf(TransformerMixin, BaseEstimator):
+    """TF-IDF of `TextCounts` rows, fitted on the rows it is given (inside each CV fold).
+
+    Keeps the n-grams that at least `min_df` of its training rows contain and computes IDF
+    from those rows, per block, each block L2-normalised: the same matrix a word and a char
+    TfidfVectorizer fitted on those rows' texts give, without tokenising them again.
+    """
+
+    def __init__(self, *, n_word: int = 0, min_df: int = 1, sublinear_tf: bool = True) -> None:
+        self.n_word = n_word
+        self.min_df = min_df
+        self.sublinear_tf = sublinear_tf
+
+    def _blocks(self, X: Any) -> tuple[Any, Any]:
+        X = sparse.csr_matrix(X)
+        return X[:, : self.n_word], X[:, self.n_word :]
+
+    def _fit_block(self, block: Any) -> tuple[np.ndarray, np.ndarray]:
+        # Stored entries are positive counts: a column's entries are its document frequency.
+        df = np.bincount(block.indices, minlength=block.shape[1])
+        kept = df >= self.min_df
+        n = block.shape[0]
+        # TfidfTransformer's smooth IDF, as TfidfVectorizer computes it.
+        idf = np.log((1 + n) / (1 + df[kept])) + 1.0
+        return kept, idf
+
+    def fit(self, X: Any, y: Any = None) -> FoldTfidf:
+        word, char = self._blocks(X)
+        self.word_ = self._fit_block(word)
+        self.char_ = self._fit_block(char)
+        return self
+
+    def _transform_block(self, block: Any, fitted: tuple[np.ndarray, np.ndarray]) -> Any:
+        kept, idf = fitted
+        # Drop unknown n-grams and renumber the kept ones, without slicing columns.
+        new_index = np.cumsum(kept) - 1
+        keep_entry = kept[block.indices]
+        indices = new_index[block.indices[keep_entry]]
+        data = block.data[keep_entry]
+        # Row i's kept entries end where its entries end, counted in kept entries.
+        indptr = np.r_[0, np.cumsum(keep_entry)][block.indptr]
+        if self.sublinear_tf:
+            data = np.log(data) + 1.0
+        data = data * idf[indices]
+        result = sparse.csr_matrix((data, indices, indptr), shape=(block.shape[0], kept.sum()))
+        return normalize(result, norm="l2", copy=False)
+
+    def transform(self, X: Any) -> Any:
+        word, char = self._blocks(X)
+        return sparse.hstack(
+            [self._transform_block(word, self.word_), self._transform_block(char, self.char_)],
+            format="csr",
+        )
+
+
+# ------------------------------------------------------------------------------
+# The classifier: a class-weighted linear SVM with a temperature
+# ------------------------------------------------------------------------------
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class TemperatureLinearSVC(ClassifierMixin, BaseEstimator):
+    """LinearSVC with class weights (n / (k * n_c)) ** power and probabilities softmax(s / T).
+
+    The label is the SVM's own (the largest decision score); the temperature only scales the
+    scores into probabilities. Labels are encoded internally, so any strings work as classes.
+    """
+
+    def __init__(
+        self,
+        *,
+        C: float = 1.0,
+        class_weight_power: float = 1.0,
+        temperature: float = 1.0,
+        tol: float = 1e-2,
+        random_state: int = 0,
+    ) -> None:
+        self.C = C
+        self.class_weight_power = class_weight_power
+        self.temperature = temperature
+        self.tol = tol
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> TemperatureLinearSVC:
+        self.classes_, encoded, counts = np.unique(
+            np.asarray(y), return_inverse=True, return_counts=True
+        )
+        weights = (encoded.size / (self.classes_.size * counts)) ** self.class_weight_power
+        self.svm_ = LinearSVC(
+            C=self.C,
+            class_weight={i: float(w) for i, w in enumerate(weights)},
+            tol=self.tol,
+            random_state=self.random_state,
+        ).fit(X, encoded)
+        return self
+
+    @property
+    def coef_(self) -> np.ndarray:
+        return self.svm_.coef_
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        scores = self.svm_.decision_function(X)
+        if scores.ndim == 1:
+            # Binary: one score for the second class; the first gets its mirror.
+            scores = np.column_stack([-scores, scores])
+        return scores
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return _softmax(self.decision_function(X) / self.temperature)
+
+
+def _fit_temperature(scores: np.ndarray, encoded: np.ndarray) -> float:
+    """The temperature minimising the log loss of softmax(scores / T) on held-out scores."""
+    # A class missing from a fold's training rows gets no score there (see _oof_scores).
+    scores = np.where(np.isfinite(scores), scores, np.nan)
+    floor = np.nanmin(scores) - 10.0 if np.isfinite(np.nanmin(scores)) else -10.0
+    scores = np.nan_to_num(scores, nan=floor)
+    rows = np.arange(encoded.size)
+
+    def log_loss(log_t: float) -> float:
+        proba = _softmax(scores / math.exp(log_t))
+        return float(-np.mean(np.log(np.clip(proba[rows, encoded], 1e-12, None))))
+
+    best = optimize.minimize_scalar(log_loss, bounds=(-7.0, 3.0), method="bounded")
+    return float(math.exp(best.x))
+
+
+# ------------------------------------------------------------------------------
+# Readiness and the split
+# ------------------------------------------------------------------------------
 
 
 def readiness(
@@ -240,12 +449,11 @@ def _split_indices(
     *, labels: Sequence[str], params: TrainingParams
 ) -> tuple[list[int], list[int], dict[str, int]]:
     """Stratified train/test positions after dropping rare classes, plus the dropped counts."""
-    counts = Counter(labels)
-    floor = max(2, params.min_class_examples)
-    dropped = {label: n for label, n in sorted(counts.items()) if n < floor}
+    dropped = _dropped(labels=labels, params=params)
     kept = [i for i, label in enumerate(labels) if label not in dropped]
-    n_classes = len(counts) - len(dropped)
+    n_classes = len(set(labels)) - len(dropped)
     if n_classes < 2:
+        floor = max(2, params.min_class_examples)
         raise ValueError(
             f"not enough labels: {n_classes} classes have at least {floor} examples, need 2"
         )
@@ -258,6 +466,12 @@ def _split_indices(
         kept, test_size=n_test, stratify=kept_labels, random_state=params.seed
     )
     return [int(i) for i in train_idx], [int(i) for i in test_idx], dropped
+
+
+def _dropped(*, labels: Sequence[str], params: TrainingParams) -> dict[str, int]:
+    """Classes too small to train on, with their counts."""
+    floor = max(2, params.min_class_examples)
+    return {label: n for label, n in sorted(Counter(labels).items()) if n < floor}
 
 
 def split(
@@ -276,23 +490,327 @@ def split(
     )
 
 
+# ------------------------------------------------------------------------------
+# Selection, fitting and evaluation
+# ------------------------------------------------------------------------------
+
+
+def _macro_f1(y_true: Any, y_pred: Any) -> float:
+    """Macro-F1 over the classes the evaluated tickets contain (as `evaluate` reports it)."""
+    present = np.unique(np.asarray(y_true))
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+
+
+def selection_score(estimator: Any, X: Any, y: Any) -> float:
+    """The selection objective: mean of accuracy and macro-F1 (a scikit-learn scorer)."""
+    predicted = estimator.predict(X)
+    return (float(accuracy_score(y, predicted)) + _macro_f1(y, predicted)) / 2
+
+
+def _accuracy(estimator: Any, X: Any, y: Any) -> float:
+    return float(accuracy_score(y, estimator.predict(X)))
+
+
+def _macro_f1_scorer(estimator: Any, X: Any, y: Any) -> float:
+    return _macro_f1(y, estimator.predict(X))
+
+
+def _count_pipeline(*, counts: TextCounts, params: TrainingParams) -> Pipeline:
+    return Pipeline(
+        [
+            ("features", counts.fold_features()),
+            (
+                "classifier",
+                TemperatureLinearSVC(
+                    C=params.C,
+                    class_weight_power=params.class_weight_power,
+                    tol=params.svm_tol,
+                    random_state=params.seed,
+                ),
+            ),
+        ]
+    )
+
+
+def _folds(*, labels: Sequence[str], params: TrainingParams) -> StratifiedKFold:
+    smallest_needed = min(params.cv_folds, max(2, min(Counter(labels).values())))
+    # More folds than the smallest class only warns; fewer rows than folds would fail.
+    n_splits = max(2, min(params.cv_folds, len(labels) // 2, max(smallest_needed, 2)))
+    n_splits = params.cv_folds if len(labels) >= params.cv_folds * 2 else n_splits
+    return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=params.seed)
+
+
+def select(
+    *, counts: TextCounts, rows: Sequence[int], labels: Sequence[str], params: TrainingParams
+) -> dict[str, Any]:
+    """Grid search by stratified k-fold CV on `rows` of `counts`; features fitted per fold.
+
+    Returns a JSON-ready record: the grid, the objective, every candidate's mean and spread
+    of the objective, accuracy and macro-F1 over the folds, and the chosen configuration
+    (the best objective; ties go to the smaller C, then the smaller power, i.e. the simpler).
+    """
+    grid = {
+        "classifier__class_weight_power": list(params.grid_class_weight_power),
+        "classifier__C": list(params.grid_C),
+    }
+    folds = _folds(labels=labels, params=params)
+    search = GridSearchCV(
+        _count_pipeline(counts=counts, params=params),
+        grid,
+        scoring={"objective": selection_score, "accuracy": _accuracy, "macro_f1": _macro_f1_scorer},
+        refit=False,
+        cv=folds,
+        error_score="raise",
+        n_jobs=params.n_jobs,
+    )
+    with warnings.catch_warnings(), parallel_config(backend="threading"):
+        # Classes smaller than the number of folds are expected (they are kept on purpose).
+        warnings.simplefilter("ignore", UserWarning)
+        search.fit(counts.matrix[list(rows)], np.asarray(labels, dtype=object))
+    results = search.cv_results_
+    candidates = []
+    for i, candidate in enumerate(results["params"]):
+        candidates.append(
+            {
+                "class_weight_power": float(candidate["classifier__class_weight_power"]),
+                "C": float(candidate["classifier__C"]),
+                **{
+                    f"{name}_{stat}": round(float(results[f"{stat}_test_{name}"][i]), 4)
+                    for name in ("objective", "accuracy", "macro_f1")
+                    for stat in ("mean", "std")
+                },
+                "fit_seconds": round(float(results["mean_fit_time"][i]), 3),
+            }
+        )
+    best = max(candidates, key=lambda c: (c["objective_mean"], -c["C"], -c["class_weight_power"]))
+    return {
+        "objective": SELECTION_OBJECTIVE,
+        "cv_folds": folds.get_n_splits(),
+        "n_rows": len(rows),
+        "grid": {
+            "class_weight_power": grid["classifier__class_weight_power"],
+            "C": grid["classifier__C"],
+        },
+        "candidates": candidates,
+        "chosen": {"class_weight_power": best["class_weight_power"], "C": best["C"]},
+        "chosen_objective": best["objective_mean"],
+    }
+
+
+def _oof_scores(
+    *, pipeline: Pipeline, X: Any, labels: Sequence[str], folds: StratifiedKFold, n_jobs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, encoded labels, out-of-fold decision scores) of `pipeline` over `folds`."""
+    classes, encoded = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    with warnings.catch_warnings():
+        # A class absent from a fold's training rows gets the lowest float as its score there.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        with parallel_config(backend="threading"):
+            scores = cross_val_predict(
+                pipeline, X, encoded, cv=folds, method="decision_function", n_jobs=n_jobs
+            )
+    scores = np.where(scores <= np.finfo(scores.dtype).min / 2, -np.inf, scores)
+    if scores.ndim == 1:
+        scores = np.column_stack([-scores, scores])
+    return classes, encoded, scores
+
+
+def _metrics(*, classes: Sequence[str], proba: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """JSON-ready metrics of probabilities over `classes` against the true `labels`."""
+    labels = [str(label) for label in labels]
+    classes = np.asarray([str(c) for c in classes], dtype=object)
+    predicted = [str(c) for c in classes[proba.argmax(axis=1)]]
+    confidence = proba.max(axis=1)
+    correct = (np.asarray(predicted) == np.asarray(labels)).astype(float)
+    names = sorted(set(classes) | set(labels))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=names, zero_division=0
+    )
+    # Macro-F1 over the classes the test set contains: a class the model knows but the test
+    # set lacks has no recall to measure.
+    in_test = [i for i, name in enumerate(names) if name in set(labels)]
+    coverage, threshold, precision_at = _coverage_at(confidence, correct, TARGET_PRECISION)
+    return {
+        "n_test": len(labels),
+        "accuracy": float(accuracy_score(labels, predicted)) if labels else 0.0,
+        "macro_f1": float(np.mean(f1[in_test])) if in_test else 0.0,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "confusion_matrix": {
+            "labels": names,
+            "matrix": confusion_matrix(labels, predicted, labels=names).tolist(),
+        },
+        "ece": _expected_calibration_error(confidence, correct),
+        "coverage_at_95": float(coverage),
+        # None when no confidence level reaches 95% precision: answer nothing automatically.
+        "threshold_at_95": threshold,
+        "precision_at_threshold": precision_at,
+    }
+
+
+def evaluate(*, pipeline: Pipeline, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """JSON-ready held-out metrics: accuracy, macro-F1, per class, confusion, ECE, coverage."""
+    proba = pipeline.predict_proba([text or "" for text in texts])
+    return _metrics(classes=pipeline.classes_, proba=proba, labels=labels)
+
+
+def _configured(params: TrainingParams, chosen: dict[str, float]) -> TrainingParams:
+    return TrainingParams(
+        **{
+            **{f.name: getattr(params, f.name) for f in params.__dataclass_fields__.values()},
+            "C": chosen["C"],
+            "class_weight_power": chosen["class_weight_power"],
+        }
+    )
+
+
+def _text_pipeline(*, counts: TextCounts, fitted: Pipeline) -> Pipeline:
+    """The raw-text pipeline equal to a pipeline fitted on `counts` rows."""
+    return Pipeline(
+        [
+            ("features", counts.text_features(fitted.named_steps["features"])),
+            ("classifier", fitted.named_steps["classifier"]),
+        ]
+    )
+
+
+def _fit_rows(
+    *,
+    counts: TextCounts,
+    rows: Sequence[int],
+    labels: Sequence[str],
+    params: TrainingParams,
+    temperature: float,
+) -> Pipeline:
+    pipeline = _count_pipeline(counts=counts, params=params)
+    pipeline.set_params(classifier__temperature=temperature)
+    return pipeline.fit(counts.matrix[list(rows)], np.asarray(labels, dtype=object))
+
+
 def fit(*, texts: Sequence[str], labels: Sequence[str], params: TrainingParams) -> Pipeline:
-    """Fit a fresh pipeline; the same data and seed always give the same model."""
+    """Fit the configuration in `params` (C, class-weight power) on every text, calibrated.
+
+    The temperature comes from out-of-fold scores of the same configuration on these texts.
+    The same data and seed always give the same model.
+    """
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     labels = [str(label) for label in labels]
-    counts = Counter(labels)
-    if len(counts) < 2:
-        raise ValueError(f"not enough labels: need at least 2 classes, got {len(counts)}")
-    smallest = min(counts.values())
-    if smallest < 2:
-        rare = sorted(label for label, n in counts.items() if n < 2)
+    counts_by_label = Counter(labels)
+    if len(counts_by_label) < 2:
+        raise ValueError(f"not enough labels: need at least 2 classes, got {len(counts_by_label)}")
+    if min(counts_by_label.values()) < 2:
+        rare = sorted(label for label, n in counts_by_label.items() if n < 2)
         raise ValueError(f"not enough labels: classes {rare} have a single example, need 2")
-    pipeline = build_pipeline(params=params)
-    # Calibration needs every class in every fold; small label sets get fewer folds.
-    pipeline.set_params(classifier__cv=min(params.calibration_folds, smallest))
-    pipeline.fit([text or "" for text in texts], labels)
-    return pipeline
+    counts = TextCounts(texts=texts, params=params)
+    rows = list(range(len(labels)))
+    _, encoded, scores = _oof_scores(
+        pipeline=_count_pipeline(counts=counts, params=params),
+        X=counts.matrix,
+        labels=labels,
+        folds=_folds(labels=labels, params=params),
+        n_jobs=params.n_jobs,
+    )
+    temperature = _fit_temperature(scores, encoded)
+    fitted = _fit_rows(
+        counts=counts, rows=rows, labels=labels, params=params, temperature=temperature
+    )
+    return _text_pipeline(counts=counts, fitted=fitted)
+
+
+def train_and_evaluate(
+    *,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    params: TrainingParams,
+    split_positions: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> TrainingResult:
+    """Choose a configuration by CV, measure it on the hold-out, ship it fitted on all labels.
+
+    1. split (stratified, or `split_positions` given by the caller; rare classes dropped);
+    2. `select` on the training split; out-of-fold scores of the choice give the temperature
+       and the per-class CV figures (classes too small for the hold-out are measured there);
+    3. the choice fitted on the training split, measured on the held-out tickets;
+    4. the choice fitted on every labelled ticket of a kept class: the shipped pipeline.
+    """
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    labels = [str(label) for label in labels]
+    started = time.perf_counter()
+    if split_positions is None:
+        train_idx, test_idx, dropped = _split_indices(labels=labels, params=params)
+    else:
+        dropped = _dropped(labels=labels, params=params)
+        train_idx = [i for i in split_positions[0] if labels[i] not in dropped]
+        test_idx = [i for i in split_positions[1] if labels[i] not in dropped]
+    kept = sorted([*train_idx, *test_idx])
+    # Rows of the counts matrix are positions in `kept`.
+    row_of = {position: row for row, position in enumerate(kept)}
+    counts = TextCounts(texts=[texts[i] for i in kept], params=params)
+    train_rows = [row_of[i] for i in train_idx]
+    test_rows = [row_of[i] for i in test_idx]
+    train_labels = [labels[i] for i in train_idx]
+    test_labels = [labels[i] for i in test_idx]
+
+    selection = select(counts=counts, rows=train_rows, labels=train_labels, params=params)
+    chosen = _configured(params, selection["chosen"])
+    classes, encoded, scores = _oof_scores(
+        pipeline=_count_pipeline(counts=counts, params=chosen),
+        X=counts.matrix[train_rows],
+        labels=train_labels,
+        folds=_folds(labels=train_labels, params=params),
+        n_jobs=params.n_jobs,
+    )
+    temperature = _fit_temperature(scores, encoded)
+    selection["temperature"] = round(temperature, 6)
+    cv_metrics = _metrics(
+        classes=classes,
+        proba=_softmax(np.nan_to_num(scores, neginf=-1e3) / temperature),
+        labels=train_labels,
+    )
+
+    holdout = _fit_rows(
+        counts=counts, rows=train_rows, labels=train_labels, params=chosen, temperature=temperature
+    )
+    metrics = _metrics(
+        classes=holdout.classes_,
+        proba=holdout.predict_proba(counts.matrix[test_rows]),
+        labels=test_labels,
+    )
+    metrics["cv"] = {
+        key: cv_metrics[key] for key in ("n_test", "accuracy", "macro_f1", "ece", "per_class")
+    }
+    shipped = _fit_rows(
+        counts=counts,
+        rows=list(range(len(kept))),
+        labels=[labels[i] for i in kept],
+        params=chosen,
+        temperature=temperature,
+    )
+    seconds = time.perf_counter() - started
+    return TrainingResult(
+        pipeline=_text_pipeline(counts=counts, fitted=shipped),
+        metrics=metrics,
+        labels=[str(c) for c in shipped.classes_],
+        n_train=len(train_idx),
+        n_test=len(test_idx),
+        test_indices=list(test_idx),
+        test_texts=[texts[i] for i in test_idx],
+        test_labels=test_labels,
+        dropped_labels=dropped,
+        training_seconds=round(seconds, 3),
+        holdout_pipeline=_text_pipeline(counts=counts, fitted=holdout),
+        selection=selection,
+        n_shipped=len(kept),
+    )
 
 
 def _expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -327,78 +845,6 @@ def _coverage_at(
     return (last + 1) / conf.size, float(conf[last]), float(running[last])
 
 
-def evaluate(*, pipeline: Pipeline, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """JSON-ready held-out metrics: accuracy, macro-F1, per class, confusion, ECE, coverage."""
-    labels = [str(label) for label in labels]
-    proba = pipeline.predict_proba([text or "" for text in texts])
-    classes = pipeline.classes_
-    predicted = [str(c) for c in classes[proba.argmax(axis=1)]]
-    confidence = proba.max(axis=1)
-    correct = (np.asarray(predicted) == np.asarray(labels)).astype(float)
-    names = sorted({str(c) for c in classes} | set(labels))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=names, zero_division=0
-    )
-    # Macro-F1 over the classes the test set contains: a class the model knows but the test
-    # set lacks has no recall to measure.
-    in_test = [i for i, name in enumerate(names) if name in set(labels)]
-    coverage, threshold, precision_at = _coverage_at(confidence, correct, TARGET_PRECISION)
-    return {
-        "n_test": len(labels),
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(np.mean(f1[in_test])) if in_test else 0.0,
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(names)
-        },
-        "confusion_matrix": {
-            "labels": names,
-            "matrix": confusion_matrix(labels, predicted, labels=names).tolist(),
-        },
-        "ece": _expected_calibration_error(confidence, correct),
-        "coverage_at_95": float(coverage),
-        # None when no confidence level reaches 95% precision: answer nothing automatically.
-        "threshold_at_95": threshold,
-        "precision_at_threshold": precision_at,
-    }
-
-
-def train_and_evaluate(
-    *, texts: Sequence[str], labels: Sequence[str], params: TrainingParams
-) -> TrainingResult:
-    """Split, fit on the training part and measure on the held-out part."""
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    labels = [str(label) for label in labels]
-    train_idx, test_idx, dropped = _split_indices(labels=labels, params=params)
-    started = time.perf_counter()
-    pipeline = fit(
-        texts=[texts[i] for i in train_idx],
-        labels=[labels[i] for i in train_idx],
-        params=params,
-    )
-    seconds = time.perf_counter() - started
-    test_texts = [texts[i] for i in test_idx]
-    test_labels = [labels[i] for i in test_idx]
-    return TrainingResult(
-        pipeline=pipeline,
-        metrics=evaluate(pipeline=pipeline, texts=test_texts, labels=test_labels),
-        labels=[str(c) for c in pipeline.classes_],
-        n_train=len(train_idx),
-        n_test=len(test_idx),
-        test_indices=test_idx,
-        test_texts=test_texts,
-        test_labels=test_labels,
-        dropped_labels=dropped,
-        training_seconds=round(seconds, 3),
-    )
-
-
 # Per-pipeline (feature names, class x feature weights); building them costs tens of ms, too
 # much to repeat for every single-ticket prediction. Weak keys: entries go with the pipeline.
 _EXPLAINERS: weakref.WeakKeyDictionary[Pipeline, tuple[np.ndarray, np.ndarray | None]] = (
@@ -409,7 +855,10 @@ _EXPLAINERS: weakref.WeakKeyDictionary[Pipeline, tuple[np.ndarray, np.ndarray | 
 def _class_weights(classifier: Any, n_features: int) -> np.ndarray | None:
     """Class x feature weights of the linear model(s), averaged over calibration folds."""
     classes = np.asarray(classifier.classes_)
-    bases = [cc.estimator for cc in getattr(classifier, "calibrated_classifiers_", [])]
+    if hasattr(classifier, "svm_"):
+        bases = [classifier.svm_]
+    else:
+        bases = [cc.estimator for cc in getattr(classifier, "calibrated_classifiers_", [])]
     if not bases:
         bases = [classifier]
     total = np.zeros((classes.size, n_features))
@@ -419,8 +868,8 @@ def _class_weights(classifier: Any, n_features: int) -> np.ndarray | None:
             return None
         coef = np.asarray(coef.toarray() if sparse.issparse(coef) else coef)
         base_classes = np.asarray(base.classes_)
-        # Temperature calibration trains the folds on label-encoded targets (0..k-1); other
-        # methods keep the original labels.
+        # The temperature SVM and temperature calibration train on label-encoded targets
+        # (0..k-1); other methods keep the original labels.
         if np.issubdtype(base_classes.dtype, np.integer) and classes.dtype.kind in "OUS":
             rows = base_classes
         else:
@@ -451,7 +900,7 @@ def _explainer(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def predict(*, pipeline: Pipeline, texts: Sequence[str]) -> list[Prediction]:
-    """Label, calibrated confidence and up to 5 deciding terms for each text."""
+    """Label, calibrated confidence, top-2 margin and up to 5 deciding terms for each text."""
     if len(texts) == 0:
         return []
     matrix = sparse.csr_matrix(pipeline.named_steps["features"].transform([t or "" for t in texts]))
@@ -472,8 +921,18 @@ def predict(*, pipeline: Pipeline, texts: Sequence[str]) -> list[Prediction]:
             rows[chosen].tolist(), names[matrix.indices[chosen]].tolist(), strict=True
         ):
             top[row].append(term)
+    if proba.shape[1] > 1:
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        margins = top_two[:, 1] - top_two[:, 0]
+    else:
+        margins = np.ones(proba.shape[0])
     return [
-        Prediction(label=classes[b], confidence=float(proba[i, b]), top_terms=top[i])
+        Prediction(
+            label=classes[b],
+            confidence=float(proba[i, b]),
+            top_terms=top[i],
+            margin=float(margins[i]),
+        )
         for i, b in enumerate(best.tolist())
     ]
 

@@ -5,6 +5,8 @@ from tickets.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("models", views.ModelVersionViewSet, basename="model-version")
+# Under the tickets' URL space; the core's ticket routes accept only numeric ids.
+router.register("tickets/review", views.ReviewQueueViewSet, basename="ticket-review")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     re_path(

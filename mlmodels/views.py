@@ -10,17 +10,21 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlmodels import selectors, services
 from mlmodels.models import ModelStatus, ModelVersion, Target
+from mlmodels.receivers import PREDICTIONS_PREFETCH
 from mlmodels.serializers import (
     BatchClassifyInputSerializer,
     ClassifyTicketInputSerializer,
     ModelVersionOutputSerializer,
+    ReviewAcceptInputSerializer,
+    ReviewCorrectInputSerializer,
+    ReviewTicketOutputSerializer,
     TaskEnqueuedOutputSerializer,
     TrainModelInputSerializer,
 )
@@ -28,6 +32,7 @@ from taskops.services import task_enqueue, triggered_by_label
 from tickets.models import Organization, Role, Ticket
 from tickets.permissions import OrganizationRolePermission, require_role
 from tickets.selectors import organization_list_for_user, ticket_list_for_user
+from tickets.services import LabelUnknownError
 
 
 class ModelVersionFilter(django_filters.FilterSet):
@@ -157,3 +162,79 @@ class TrainModelView(APIView):
             triggered_by=triggered_by_label(request.user),
         )
         return _accepted(task_id)
+
+
+class ReviewQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Tickets whose model label is unsure, most uncertain first; operators accept or correct.
+
+    `GET tickets/review/?organization=ID` lists them (members); `POST
+    tickets/review/{id}/accept` `{"target"}` keeps the model's label and `POST
+    tickets/review/{id}/correct` `{"target", "label", "allow_new_label"?}` replaces it.
+    Either records the label as a person's (the next training's label) and clears
+    needs_review.
+    """
+
+    serializer_class = ReviewTicketOutputSerializer
+    permission_classes = [*viewsets.GenericViewSet.permission_classes, OrganizationRolePermission]
+    write_role = Role.OPERATOR
+    filter_backends: list[Any] = []
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self) -> QuerySet[Ticket]:
+        organization = self.request.query_params.get("organization")
+        if organization is not None and not organization.isdigit():
+            raise ValidationError({"organization": ["an organization id (a number)"]})
+        if self.action == "list":
+            queryset = selectors.review_queue_for_user(
+                user=self.request.user,
+                organization_id=int(organization) if organization else None,
+            )
+        else:
+            queryset = ticket_list_for_user(user=self.request.user)
+        return queryset.prefetch_related(PREDICTIONS_PREFETCH)
+
+    def _decide(self, request: Request, *, label: str | None, target: str, allow: bool) -> Response:
+        ticket = self.get_object()
+        try:
+            services.prediction_review(
+                ticket=ticket,
+                target=target,
+                user=request.user,
+                label=label,
+                allow_new_label=allow,
+            )
+        except LabelUnknownError as exc:
+            raise ValidationError({"label": [str(exc)], "known_labels": exc.known}) from exc
+        except services.ReviewError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from exc
+        ticket = (
+            ticket_list_for_user(user=request.user)
+            .prefetch_related(PREDICTIONS_PREFETCH)
+            .get(pk=ticket.pk)
+        )
+        return Response(self.get_serializer(ticket).data)
+
+    @extend_schema(
+        request=ReviewAcceptInputSerializer, responses={200: ReviewTicketOutputSerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def accept(self, request: Request, pk: str | None = None) -> Response:
+        """Keep the model's label for `target`: it becomes a person's label."""
+        serializer = ReviewAcceptInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._decide(
+            request, label=None, target=serializer.validated_data["target"], allow=False
+        )
+
+    @extend_schema(
+        request=ReviewCorrectInputSerializer, responses={200: ReviewTicketOutputSerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def correct(self, request: Request, pk: str | None = None) -> Response:
+        """Replace the model's label for `target` with a person's."""
+        serializer = ReviewCorrectInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return self._decide(
+            request, label=data["label"], target=data["target"], allow=data["allow_new_label"]
+        )

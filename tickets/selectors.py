@@ -70,3 +70,14 @@ def ticket_training_examples(
         .values_list("id", "subject", "body", target)
     )
     return [(pk, f"{subject} {body}".strip(), label) for pk, subject, body, label in rows]
+
+
+def ticket_labels_known(*, organization: Organization, field: str) -> list[str]:
+    """Every value the organization's tickets have in the label `field`, sorted."""
+    return sorted(
+        Ticket.objects.filter(organization=organization)
+        .exclude(**{field: ""})
+        .order_by()
+        .values_list(field, flat=True)
+        .distinct()
+    )

@@ -182,6 +182,8 @@ class TicketUpdateInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     category = serializers.CharField(max_length=100, required=False, allow_blank=False)
     priority = serializers.CharField(max_length=100, required=False, allow_blank=False)
+    # A label the organization has never used is refused unless this is true.
+    allow_new_label = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields)

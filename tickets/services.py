@@ -22,12 +22,43 @@ from tickets.models import (
     Ticket,
     TicketMessage,
 )
+from tickets.selectors import ticket_labels_known
 from tickets.signals import tickets_created
 
 logger = structlog.get_logger(__name__)
 
 LABEL_FIELDS = ("category", "priority")
 IMPORT_BATCH_SIZE = 500
+KNOWN_LABELS_SHOWN = 50
+
+
+class LabelUnknownError(ValueError):
+    """A label the organization has never used, set without `allow_new_label`."""
+
+    def __init__(self, *, field: str, label: str, known: list[str]) -> None:
+        shown = ", ".join(known[:KNOWN_LABELS_SHOWN]) or "none yet"
+        more = (
+            f" (and {len(known) - KNOWN_LABELS_SHOWN} more)"
+            if len(known) > KNOWN_LABELS_SHOWN
+            else ""
+        )
+        super().__init__(
+            f"{label!r} is not a {field} this organization uses; known: {shown}{more}. "
+            "Send allow_new_label: true to add it."
+        )
+        self.field = field
+        self.known = known
+
+
+def _labels_check(*, ticket: Ticket, data: Mapping[str, Any]) -> None:
+    """Refuse a label nobody in the organization has used: a typo would become a class."""
+    for name in LABEL_FIELDS:
+        value = data.get(name)
+        if value is None or value == getattr(ticket, name):
+            continue
+        known = ticket_labels_known(organization=ticket.organization, field=name)
+        if value not in known:
+            raise LabelUnknownError(field=name, label=value, known=known)
 
 
 def organization_get_or_create(*, slug: str, name: str = "") -> tuple[Organization, bool]:
@@ -169,8 +200,15 @@ def ticket_create_many(
     return result
 
 
-def ticket_update(*, ticket: Ticket, data: Mapping[str, Any], user: Any) -> Ticket:
-    """Apply a person's edit; a changed category or priority is recorded as a training label."""
+def ticket_update(
+    *, ticket: Ticket, data: Mapping[str, Any], user: Any, allow_new_label: bool = False
+) -> Ticket:
+    """Apply a person's edit; a changed category or priority is recorded as a training label.
+
+    A label the organization has never used raises LabelUnknownError unless `allow_new_label`.
+    """
+    if not allow_new_label:
+        _labels_check(ticket=ticket, data=data)
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
         changed: list[str] = []
@@ -363,3 +401,51 @@ def _import_batch(
             ).values_list("id", flat=True)
         )
         _announce(organization=organization, ticket_ids=created_ids, source=Source.IMPORT)
+
+
+def labels_rewrite(
+    *, organization: Organization, field: str, old: str, new: str, merge: bool
+) -> int:
+    """Rename label `old` to `new` (or merge `old` into the existing `new`) on every ticket.
+
+    Each rewritten ticket gets a LabelChange (no person), which moves the label watermark:
+    the next scheduled training sees new labels. Returns the number of tickets rewritten.
+    """
+    if field not in LABEL_FIELDS:
+        raise ValueError(
+            f"unknown label field {field!r}; expected one of {', '.join(LABEL_FIELDS)}"
+        )
+    if old == new or not new.strip():
+        raise ValueError("the new label must be non-empty and differ from the old one")
+    known = ticket_labels_known(organization=organization, field=field)
+    if old not in known:
+        raise ValueError(
+            f"{old!r} is not a {field} of {organization.slug}; known: {', '.join(known)}"
+        )
+    if merge and new not in known:
+        raise ValueError(f"{new!r} is not a {field} of {organization.slug}: use rename")
+    if not merge and new in known:
+        raise ValueError(f"{new!r} is already a {field} of {organization.slug}: use merge")
+    with transaction.atomic():
+        tickets = Ticket.objects.select_for_update().filter(
+            organization=organization, **{field: old}
+        )
+        ids = list(tickets.values_list("id", flat=True))
+        LabelChange.objects.bulk_create(
+            [
+                LabelChange(ticket_id=pk, field=field, previous_value=old, new_value=new)
+                for pk in ids
+            ],
+            batch_size=1000,
+        )
+        Ticket.objects.filter(pk__in=ids).update(**{field: new})
+    logger.info(
+        "labels_rewritten",
+        organization=organization.pk,
+        field=field,
+        old=old,
+        new=new,
+        merge=merge,
+        tickets=len(ids),
+    )
+    return len(ids)

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -75,6 +76,8 @@ class TicketViewSet(
     search_fields = ["subject", "body", "requester", "external_id"]
     ordering_fields = ["created_at", "id", "priority", "category"]
     http_method_names = ["get", "post", "patch", "head", "options"]
+    # Ids only: tickets/review/ (mlmodels) lives beside the detail route.
+    lookup_value_regex = r"\d+"
 
     def get_queryset(self) -> QuerySet[Ticket]:
         queryset = selectors.ticket_list_for_user(user=self.request.user)
@@ -111,8 +114,13 @@ class TicketViewSet(
         ticket = self.get_object()
         serializer = TicketUpdateInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        ticket = services.ticket_update(
-            ticket=ticket, data=serializer.validated_data, user=request.user
-        )
+        data = dict(serializer.validated_data)
+        allow_new_label = data.pop("allow_new_label", False)
+        try:
+            ticket = services.ticket_update(
+                ticket=ticket, data=data, user=request.user, allow_new_label=allow_new_label
+            )
+        except services.LabelUnknownError as exc:
+            raise ValidationError({exc.field: [str(exc)], "known_labels": exc.known}) from exc
         ticket = self.get_queryset().get(pk=ticket.pk)
         return Response(TicketOutputSerializer(ticket, context={"request": request}).data)

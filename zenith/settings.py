@@ -420,6 +420,8 @@ ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
 # The original .eml of every ingested message is kept (compressed) this long.
 ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
+# The smallest class (labelled tickets) that is trained and can be predicted.
+ZENITH_ML_MIN_CLASS_EXAMPLES = max(2, env.int("ZENITH_ML_MIN_CLASS_EXAMPLES", default=3))
 
 # ------------------------------------------------------------------------------
 # Integrations and operations

@@ -24,7 +24,7 @@ def test_an_import_without_an_active_model_enqueues_nothing(organization, import
 def test_a_bulk_import_is_classified_by_one_batch_task_on_a_worker(
     organization, import_sample, published, processes, worker_env, monkeypatch
 ):
-    monkeypatch.setattr(services, "BATCH_COALESCE_SECONDS", 5)
+    monkeypatch.setattr(services.auto_classification, "BATCH_COALESCE_SECONDS", 5)
     import_sample(organization, n=200, seed=0)
     services.organization_models_train(organization=organization)
     services.batch_pending_clear(organization_id=organization.pk)

@@ -10,7 +10,6 @@ from django.core.management import CommandError, call_command
 
 from mlmodels.models import ModelVersion, Prediction
 from tests.mlmodels.conftest import sample_rows, write_csv
-from tickets.demo import DEMO_DATASET
 from tickets.models import Ticket
 
 pytestmark = pytest.mark.django_db
@@ -98,44 +97,3 @@ def test_async_commands_enqueue_and_print_the_task_id(organization, published):
     assert classify["name"] == "mlmodels.tasks.batch_classify_tickets_task"
     assert classify["kwargs"] == {"organization_id": organization.pk}
     assert classify["headers"]["id"] in classified
-
-
-@pytest.mark.slow
-def test_quality_bar_on_the_shared_dataset(capsys):
-    """Category on the whole dataset, stratified 80/20 with seed 0, through the project's path."""
-    import_file(DEMO_DATASET, "endava")
-    run("train_models", "--org", "endava", "--target", "category")
-    run("classify_tickets", "--org", "endava")
-    metrics = json.loads(
-        run("evaluate_model", "--org", "endava", "--json", "--target", "category")
-    )["category"]["metrics"]
-
-    with capsys.disabled():
-        print(
-            f"\nquality bar (category, {metrics['n_test']} held-out tickets): "
-            f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}, "
-            f"ECE {metrics['ece']:.3f}, coverage at 95 % precision {metrics['coverage_at_95']:.3f} "
-            f"(confidence >= {metrics['threshold_at_95']:.3f})"
-        )
-    assert metrics["accuracy"] >= 0.85
-    assert metrics["macro_f1"] >= 0.60
-    assert metrics["ece"] <= 0.05
-    assert metrics["coverage_at_95"] >= 0.65
-
-    # The stored predictions on the held-out tickets tell the same story.
-    version = ModelVersion.objects.get(organization__slug="endava", target="category")
-    held_out = list(
-        Prediction.objects.filter(
-            model_version=version, ticket_id__in=version.test_ticket_ids
-        ).values_list("label", "confidence", "ticket__category")
-    )
-    assert len(held_out) == version.n_test == metrics["n_test"]
-    correct = [label == truth for label, _, truth in held_out]
-    assert sum(correct) / len(held_out) == pytest.approx(metrics["accuracy"], abs=1e-9)
-    answered = [
-        ok
-        for (_, confidence, _), ok in zip(held_out, correct, strict=True)
-        if confidence >= metrics["threshold_at_95"]
-    ]
-    assert len(answered) / len(held_out) >= 0.65
-    assert sum(answered) / len(answered) >= 0.95

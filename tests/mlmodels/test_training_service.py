@@ -84,13 +84,14 @@ def test_too_few_labels_ends_with_not_enough_labels(organization):
 def test_one_class_is_not_enough_however_many_labels(organization):
     for _ in range(40):
         TicketFactory(organization=organization, category="4", category_source=LabelSource.IMPORT)
-    for _ in range(4):
+    # ZENITH_ML_MIN_CLASS_EXAMPLES (3): a class of two is not trained, so one class is left.
+    for _ in range(2):
         TicketFactory(organization=organization, category="5", category_source=LabelSource.IMPORT)
 
     outcome = services.model_train(organization=organization, target="category")
 
     assert outcome.status == "not_enough_labels"
-    assert "1 classes have at least 5 examples, need 2" in outcome.reason
+    assert "1 classes have at least 3 examples, need 2" in outcome.reason
 
 
 def test_model_labels_are_not_training_labels(organization, import_sample):

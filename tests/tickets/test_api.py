@@ -122,6 +122,7 @@ def test_create_with_same_external_id_is_idempotent(api_client, organization):
 
 
 def test_patch_label_is_recorded_as_a_training_label(api_client, organization, user):
+    TicketFactory(organization=organization, category="6", category_source=LabelSource.IMPORT)
     ticket = TicketFactory(
         organization=organization,
         category="4",

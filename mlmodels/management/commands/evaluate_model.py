@@ -7,9 +7,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mlmodels import selectors
+from mlmodels import selectors, services
 from mlmodels.models import ModelVersion, Target
 from tickets.models import Organization
+
+# Classes with fewer held-out tickets than this show their cross-validation figures ("cv").
+CV_SUPPORT = 5
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -25,12 +28,22 @@ class Command(BaseCommand):
         parser.add_argument("--org", required=True, help="organization slug")
         parser.add_argument("--target", choices=Target.values, default=None)
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument(
+            "--repeats",
+            type=int,
+            default=0,
+            help="train and measure on N stratified splits (seeds 0..N-1) and report mean and "
+            "spread; nothing is stored",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
             raise CommandError(f"no organization with slug {options['org']!r}")
         targets = [options["target"]] if options["target"] else list(Target.values)
+        if options["repeats"]:
+            self._repeats(organization, targets, options["repeats"], as_json=options["json"])
+            return
         versions = {
             target: version
             for target in targets
@@ -51,6 +64,43 @@ class Command(BaseCommand):
         for target, version in versions.items():
             self._table(target, version)
 
+    def _repeats(
+        self, organization: Organization, targets: list[str], repeats: int, *, as_json: bool
+    ) -> None:
+        if repeats < 1:
+            raise CommandError("--repeats must be at least 1")
+        reports = {}
+        for target in targets:
+            try:
+                reports[target] = services.model_evaluate_repeated(
+                    organization=organization, target=target, repeats=repeats
+                )
+            except ValueError as exc:
+                reports[target] = {"target": target, "error": str(exc)}
+        if as_json:
+            self.stdout.write(json.dumps(reports, indent=2))
+            return
+        for target, report in reports.items():
+            if "error" in report:
+                self.stdout.write(f"{organization.slug} {target}: {report['error']}")
+                continue
+            self.stdout.write(
+                f"{organization.slug} {target}: {repeats} stratified splits (seeds 0-{repeats - 1})"
+            )
+            for name in services.REPEATED_METRICS:
+                row = report[name]
+                self.stdout.write(
+                    f"  {name:<16} mean {row['mean']:.3f}  spread (std) {row['std']:.3f}  "
+                    f"min {row['min']:.3f}"
+                )
+            for run in report["runs"]:
+                chosen = run["chosen"]
+                self.stdout.write(
+                    f"  seed {run['seed']}: accuracy {run['accuracy']:.3f}, macro-F1 "
+                    f"{run['macro_f1']:.3f}; chose class-weight power "
+                    f"{chosen['class_weight_power']}, C {chosen['C']}"
+                )
+
     def _as_json(self, version: ModelVersion) -> dict[str, Any]:
         return {
             "model_version_id": version.pk,
@@ -61,9 +111,39 @@ class Command(BaseCommand):
             "n_test": version.n_test,
             "labels": version.labels,
             "artifact_sha256": version.artifact_sha256,
+            "n_shipped": version.n_shipped,
             "metrics": version.metrics,
+            "selection": version.selection,
             "comparison": version.comparison,
         }
+
+    def _selection(self, version: ModelVersion) -> None:
+        selection = version.selection or {}
+        if not selection.get("candidates"):
+            return
+        out = self.stdout
+        chosen = selection["chosen"]
+        out.write(
+            f"  model selection     {selection['objective']}, {selection['cv_folds']} folds; "
+            f"chose class-weight power {chosen['class_weight_power']}, C {chosen['C']} "
+            f"(temperature {selection.get('temperature')})"
+        )
+        out.write(f"    {'power':>5} {'C':>5} {'objective':>16} {'accuracy':>9} {'macro-F1':>9}")
+        for c in selection["candidates"]:
+            mark = (
+                " *"
+                if (c["class_weight_power"], c["C"])
+                == (
+                    chosen["class_weight_power"],
+                    chosen["C"],
+                )
+                else ""
+            )
+            out.write(
+                f"    {c['class_weight_power']:>5} {c['C']:>5} "
+                f"{c['objective_mean']:>8.3f} ± {c['objective_std']:.3f} "
+                f"{c['accuracy_mean']:>9.3f} {c['macro_f1_mean']:>9.3f}{mark}"
+            )
 
     def _table(self, target: str, version: ModelVersion) -> None:
         m = version.metrics
@@ -79,12 +159,19 @@ class Command(BaseCommand):
             f"  coverage at 95 %    {_fmt(m.get('coverage_at_95'))}"
             f" (confidence >= {_fmt(m.get('threshold_at_95'), 2)})"
         )
+        out.write(f"  shipped model       fitted on {version.n_shipped or version.n_train} tickets")
+        self._selection(version)
         out.write("")
         out.write(f"  {'class':>8} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}")
+        cv = (m.get("cv") or {}).get("per_class") or {}
         for label, row in (m.get("per_class") or {}).items():
+            # Classes too small for the hold-out are measured by cross-validation.
+            source, row = (
+                ("cv", cv[label]) if row["support"] < CV_SUPPORT and label in cv else ("", row)
+            )
             out.write(
                 f"  {label:>8} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} "
-                f"{row['support']:8d}"
+                f"{row['support']:8d} {source}"
             )
         confusion = m.get("confusion_matrix") or {}
         labels = confusion.get("labels") or []

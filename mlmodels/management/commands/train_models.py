@@ -88,6 +88,13 @@ class Command(BaseCommand):
             f"{version.accuracy:.3f}, macro-F1 {version.macro_f1:.3f}, ECE "
             f"{version.metrics.get('ece', 0):.3f}, {version.n_train} train / {version.n_test} test"
         )
+        chosen = (version.selection or {}).get("chosen")
+        if chosen:
+            line += (
+                f"\n    chose class-weight power {chosen['class_weight_power']}, C {chosen['C']} "
+                f"by {version.selection['cv_folds']}-fold CV; shipped on {version.n_shipped} "
+                "tickets"
+            )
         decision = version.comparison.get("decision")
         if decision:
             line += f"\n    gate: {decision}"
