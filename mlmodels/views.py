@@ -193,8 +193,9 @@ class ReviewQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             queryset = ticket_list_for_user(user=self.request.user)
         return queryset.prefetch_related(PREDICTIONS_PREFETCH)
 
-    def _decide(self, request: Request, *, label: str | None, target: str, allow: bool) -> Response:
-        ticket = self.get_object()
+    def _decide(
+        self, request: Request, ticket: Any, *, label: str | None, target: str, allow: bool
+    ) -> Response:
         try:
             services.prediction_review(
                 ticket=ticket,
@@ -220,10 +221,11 @@ class ReviewQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def accept(self, request: Request, pk: str | None = None) -> Response:
         """Keep the model's label for `target`: it becomes a person's label."""
+        ticket = self.get_object()  # another organization's ticket is 404, whatever the body
         serializer = ReviewAcceptInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self._decide(
-            request, label=None, target=serializer.validated_data["target"], allow=False
+            request, ticket, label=None, target=serializer.validated_data["target"], allow=False
         )
 
     @extend_schema(
@@ -232,9 +234,14 @@ class ReviewQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def correct(self, request: Request, pk: str | None = None) -> Response:
         """Replace the model's label for `target` with a person's."""
+        ticket = self.get_object()  # another organization's ticket is 404, whatever the body
         serializer = ReviewCorrectInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         return self._decide(
-            request, label=data["label"], target=data["target"], allow=data["allow_new_label"]
+            request,
+            ticket,
+            label=data["label"],
+            target=data["target"],
+            allow=data["allow_new_label"],
         )

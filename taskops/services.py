@@ -279,12 +279,13 @@ def _delete_in_batches(queryset: models.QuerySet[Any], *, batch_size: int) -> in
         deleted += count
 
 
-# Other apps' retention jobs run with the hourly cleanup: {name: () -> rows removed}.
+# Other apps' retention jobs run with the hourly cleanup:
+# {name: (*, batch_size) -> rows removed}.
 # Registered in their AppConfig.ready, so taskops imports none of them.
-_cleanups: dict[str, Callable[[], int]] = {}
+_cleanups: dict[str, Callable[..., int]] = {}
 
 
-def cleanup_register(name: str, cleanup: Callable[[], int]) -> None:
+def cleanup_register(name: str, cleanup: Callable[..., int]) -> None:
     """Run ``cleanup`` in ``cleanup_old_task_results``; its count is reported under ``name``."""
     _cleanups[name] = cleanup
 
@@ -312,7 +313,7 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
         ),
     }
     for name, cleanup in _cleanups.items():
-        report[name] = cleanup()
+        report[name] = cleanup(batch_size=batch_size)
     return report
 
 

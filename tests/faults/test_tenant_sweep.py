@@ -20,7 +20,12 @@ from django_celery_beat.models import IntervalSchedule
 from mlmodels.models import ModelStatus
 from taskops.models import TaskState
 from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
-from tests.integrations.factories import MailboxFactory, SlackChannelFactory, SlackWorkspaceFactory
+from tests.integrations.factories import (
+    InboundEmailFactory,
+    MailboxFactory,
+    SlackChannelFactory,
+    SlackWorkspaceFactory,
+)
 from tests.mlmodels.conftest import purge_queues
 from tests.mlmodels.factories import ModelVersionFactory
 from tests.taskops.factories import PeriodicTaskFactory, TaskRecordFactory
@@ -98,6 +103,9 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
     mailbox = MailboxFactory(
         organization=org, name=SECRET, host="imap.globex.test", username=SECRET
     )
+    inbound = InboundEmailFactory(
+        organization=org, mailbox=mailbox, subject=SECRET, from_address="spy@globex.test"
+    )
     now = timezone.now()
     record = TaskRecordFactory(
         name="taskops.tasks.noop",
@@ -130,6 +138,7 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         "workspace": workspace,
         "channel": channel,
         "mailbox": mailbox,
+        "inbound": inbound,
         "record": record,
     }
 
@@ -145,11 +154,13 @@ def test_another_organizations_ids_answer_404_on_every_route_and_change_nothing(
     # What a path parameter names: the resource before "/(?P<pk>...)", or the kwarg itself.
     by_resource = {
         "tickets": foreign["ticket"].pk,
+        "tickets/review": foreign["ticket"].pk,
         "organizations": foreign["organization"].pk,
         "models": foreign["version"].pk,
         "integrations/slack/workspaces": foreign["workspace"].pk,
         "integrations/slack/channels": foreign["channel"].pk,
         "integrations/mailboxes": foreign["mailbox"].pk,
+        "integrations/inbound-emails": foreign["inbound"].pk,
         "alerts/rules": foreign["rule"].pk,
         "alerts/incidents": foreign["incident"].pk,
         "schedules": foreign["schedule"].pk,
