@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
 from django_celery_beat.models import (
@@ -24,6 +25,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from taskops import selectors, services
 from taskops.models import (
+    ACTIVE_STATES,
     Heartbeat,
     ScheduleChange,
     ScheduleChangeAction,
@@ -58,7 +60,7 @@ class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
         "organization",
         "queue",
         "state",
-        "progress_display",
+        "progress_bar",
         "retries",
         "triggered_by",
         "worker",
@@ -82,7 +84,10 @@ class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["retry_tasks", "cancel_tasks"]
     fieldsets = [
-        (None, {"fields": ["task_id", "name", "queue", "organization", "state", "progress"]}),
+        (
+            None,
+            {"fields": ["task_id", "name", "queue", "organization", "state", "progress_bar"]},
+        ),
         ("Arguments", {"fields": ["args_display", "kwargs_display"]}),
         (
             "Outcome",
@@ -113,7 +118,7 @@ class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
         "queue",
         "organization",
         "state",
-        "progress",
+        "progress_bar",
         "args_display",
         "kwargs_display",
         "result",
@@ -142,11 +147,39 @@ class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
         """Retry and cancel: superusers and staff allowed to change ledger rows."""
         return request.user.has_perm("taskops.change_taskrecord")
 
+    # Seconds between reloads of a list or detail page showing a queued or running task.
+    auto_refresh_seconds = 5
+
     @admin.display(description="progress")
-    def progress_display(self, obj: TaskRecord) -> str:
-        if not obj.progress:
-            return ""
-        return f"{obj.progress.get('done')}/{obj.progress.get('total')}"
+    def progress_bar(self, obj: TaskRecord) -> str:
+        """A <progress> bar with the percentage and the task's last message."""
+        return progress_bar_html(obj)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        changelist = (context or {}).get("cl")
+        if changelist is not None:
+            active = any(record.state in ACTIVE_STATES for record in changelist.result_list)
+            context["auto_refresh_seconds"] = self.auto_refresh_seconds if active else None
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        record = self.get_object(request, object_id)
+        active = record is not None and record.state in ACTIVE_STATES
+        context = {
+            **(extra_context or {}),
+            "auto_refresh_seconds": self.auto_refresh_seconds if active else None,
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     @admin.display(description="args")
     def args_display(self, obj: TaskRecord) -> str:
@@ -223,6 +256,35 @@ class TaskRecordAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
             return f"cancelled ({services.task_cancel(record=record, user=request.user).state})"
 
         self._operate(request, queryset, verb="cancelled", operation=cancel)
+
+
+def progress_bar_html(record: TaskRecord) -> str:
+    """The bar of a task's last progress report: done of total, percentage, message."""
+    progress = record.progress or {}
+    try:
+        done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+    except (TypeError, ValueError):
+        done, total = 0, 0
+    if total <= 0:
+        return "-"
+    done = max(0, min(done, total))
+    percent = round(100 * done / total)
+    return format_html(
+        '<div class="task-progress" data-state="{}">'
+        '<progress value="{}" max="{}" aria-label="{}%">{}%</progress> '
+        '<span class="task-progress-percent">{}%</span> '
+        '<span class="task-progress-count">({}/{})</span> '
+        '<span class="task-progress-message">{}</span></div>',
+        record.state,
+        done,
+        total,
+        percent,
+        percent,
+        percent,
+        done,
+        total,
+        str(progress.get("message") or ""),
+    )
 
 
 @admin.register(Heartbeat)
@@ -376,3 +438,18 @@ class ScheduleChangeAdmin(SuperuserOnlyAdmin, ReadOnlyAdmin):
 superuser_only_register(
     IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule, TaskResult, GroupResult
 )
+
+
+def lag_display(last_success: Any) -> str:
+    """How long since the last success (now - then), e.g. "4m 05s"; "never" without one."""
+    if last_success is None:
+        return "never"
+    seconds = max(0, int((timezone.now() - last_success).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {seconds:02d}s"

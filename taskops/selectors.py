@@ -164,3 +164,15 @@ def task_failures_count(
         if not last_error and error:
             last_error = error
     return counts, task_ids, last_error
+
+
+def task_last_success(
+    *, name: str, organization: Organization | None = None, kwargs: dict[str, Any] | None = None
+) -> TaskRecord | None:
+    """The newest successful run of task `name` (of `organization`, with these kwargs)."""
+    records = TaskRecord.objects.filter(name=name, state=TaskState.SUCCESS)
+    if organization is not None:
+        records = records.filter(organization=organization)
+    for key, value in (kwargs or {}).items():
+        records = records.filter(**{f"kwargs__{key}": value})
+    return records.order_by("-finished_at", "-pk").first()

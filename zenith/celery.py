@@ -42,6 +42,32 @@ def keep_django_logging(loglevel: int | str | None = None, **kwargs: Any) -> Non
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
     if loglevel:
         logging.getLogger().setLevel(loglevel)
+    if settings.LOG_FORMAT == "json":
+        worker_messages_log()
+
+
+def _worker_say(msg: str, f: Any = None) -> None:
+    """`celery.apps.worker.safe_say`, logged: a record on `celery.apps.worker` instead."""
+    logging.getLogger("celery.apps.worker").warning(msg.strip())
+
+
+def worker_messages_log() -> None:
+    """Route what the worker prints outside logging through it (JSON logs only).
+
+    On a signal the worker writes "worker: Warm shutdown (MainProcess)" (and the Ctrl+C
+    hints) straight to the stdout file descriptor with `safe_say`, bypassing logging and
+    `--quiet`; the module-level function is looked up at call time, so replacing it here
+    makes those lines log records like every other. Plain logs keep Celery's own text.
+    """
+    from celery.apps import worker as worker_app
+
+    worker_app.safe_say = _worker_say
+
+
+@signals.worker_shutting_down.connect
+def log_worker_shutting_down(sender: str, sig: str, how: str, exitcode: int, **kwargs: Any) -> None:
+    """One structured line when a worker starts to stop (SIGTERM: warm, SIGQUIT: cold)."""
+    logger.info("worker_shutting_down", hostname=sender, signal=sig, how=how, exitcode=exitcode)
 
 
 @signals.celeryd_after_setup.connect

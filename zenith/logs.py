@@ -117,5 +117,9 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         "loggers": {
             "django": {"handlers": [], "propagate": True},
             "django.server": {"handlers": [], "propagate": True},
+            # billiard (Celery's pool) logs "Process 'ForkPoolWorker-1' ... exited with ..." on
+            # this logger, which never propagates: without a handler of its own, Python's
+            # last-resort handler would print it as a bare line.
+            "multiprocessing": {"handlers": ["console"], "propagate": False},
         },
     }

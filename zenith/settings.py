@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+
+# A `.env` file of KEY=value lines at the project root (or the file ZENITH_ENV_FILE names) is
+# read when present, for development; a variable set in the real environment always wins.
+ENV_FILE = Path(os.environ.get("ZENITH_ENV_FILE") or BASE_DIR / ".env")
+if ENV_FILE.is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 
 # ------------------------------------------------------------------------------
 # Core

@@ -14,8 +14,12 @@ from django.utils.html import format_html
 from integrations.email import selectors as email_selectors
 from integrations.email import services as email_services
 from integrations.models import EmailAttachment, InboundEmail, Mailbox, MailboxAuthMethod
+from taskops import selectors as task_selectors
+from taskops.admin import lag_display
 from taskops.services import triggered_by_label
 from tickets.admin_scoping import OrganizationScopedAdmin, scope_queryset
+
+SYNC_MAILBOX_TASK = "integrations.tasks.sync_mailbox_task"
 
 
 class MailboxForm(forms.ModelForm):
@@ -98,7 +102,9 @@ class MailboxAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "enabled",
         "last_uid",
         "sync_in_progress",
-        "last_success_at",
+        "last_polled_at",
+        "taken_last_run",
+        "lag",
         "last_error",
     ]
     list_filter = ["enabled", "security", "auth_method", "oauth_status", "organization"]
@@ -109,6 +115,8 @@ class MailboxAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "last_uid",
         "last_polled_at",
         "last_success_at",
+        "taken_last_run",
+        "lag",
         "last_error_kind",
         "last_error",
         "last_error_at",
@@ -140,6 +148,23 @@ class MailboxAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
             *MailboxForm.Meta.fields[6:],
             *self.readonly_fields,
         ]
+
+    @admin.display(description="messages taken (last run)")
+    def taken_last_run(self, mailbox: Mailbox) -> Any:
+        """Mails fetched by the mailbox's newest successful sync task (from the ledger)."""
+        if mailbox.pk is None:
+            return "-"
+        record = task_selectors.task_last_success(
+            name=SYNC_MAILBOX_TASK, kwargs={"mailbox_id": mailbox.pk}
+        )
+        if record is None or not isinstance(record.result, dict):
+            return "-"
+        return record.result.get("fetched", "-")
+
+    @admin.display(description="lag", ordering="last_success_at")
+    def lag(self, mailbox: Mailbox) -> str:
+        """Now minus the last successful sync."""
+        return lag_display(mailbox.last_success_at)
 
     @admin.display(boolean=True, description="Polling now")
     def sync_in_progress(self, mailbox: Mailbox) -> bool:

@@ -14,10 +14,14 @@ from django.urls import URLPattern, path, reverse
 
 from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
 from integrations.slack import services as slack_services
+from taskops import selectors as task_selectors
+from taskops.admin import lag_display
 from taskops.services import triggered_by_label
 from tickets.admin_scoping import OrganizationScopedAdmin
 from tickets.models import Organization, Role
 from tickets.selectors import organization_list_for_user
+
+SYNC_SLACK_TASK = "integrations.tasks.sync_slack_tickets"
 
 # ------------------------------------------------------------------------------
 # --- Slack ---
@@ -105,6 +109,8 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "installed_via_oauth",
         "disabled_reason",
         "last_sync_at",
+        "taken_last_run",
+        "lag",
         "last_error",
     ]
     list_filter = ["enabled", "installed_via_oauth", "organization"]
@@ -121,6 +127,8 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "scopes",
         "bot_token_expires_at",
         "last_sync_at",
+        "taken_last_run",
+        "lag",
         "last_error",
         "last_error_at",
         "created_at",
@@ -131,6 +139,23 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     inlines = [SlackChannelInline]
     actions = ["sync_now"]
     change_list_template = "admin/integrations/slackworkspace/change_list.html"
+
+    @admin.display(description="messages taken (last run)")
+    def taken_last_run(self, workspace: SlackWorkspace) -> Any:
+        """Messages seen by the organization's newest successful Slack sync (the ledger)."""
+        if workspace.pk is None:
+            return "-"
+        record = task_selectors.task_last_success(
+            name=SYNC_SLACK_TASK, kwargs={"organization_id": workspace.organization_id}
+        )
+        if record is None or not isinstance(record.result, dict):
+            return "-"
+        return record.result.get("seen", "-")
+
+    @admin.display(description="lag", ordering="last_sync_at")
+    def lag(self, workspace: SlackWorkspace) -> str:
+        """Now minus the last successful sync (last_sync_at is set on success only)."""
+        return lag_display(workspace.last_sync_at)
 
     def get_urls(self) -> list[URLPattern]:
         connect = path(
