@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from email.utils import parseaddr
 from typing import Any, Literal
 
 import structlog
@@ -60,8 +61,38 @@ def _thread_ticket(
             if ticket is not None:
                 return ticket
     if parsed.ticket_tag is not None:
-        return Ticket.objects.filter(pk=parsed.ticket_tag, organization_id=organization_id).first()
+        ticket = Ticket.objects.filter(
+            pk=parsed.ticket_tag, organization_id=organization_id
+        ).first()
+        if ticket is not None and _takes_part(ticket=ticket, address=parsed.from_address):
+            return ticket
+        if ticket is not None:
+            # Anyone can type "[#42]": only the requester or someone already on the ticket
+            # may add to it that way; a stranger's mail opens a ticket of its own.
+            logger.info(
+                "email_subject_tag_ignored",
+                organization=organization_id,
+                ticket_id=ticket.pk,
+                reason="sender is not on the ticket",
+            )
     return None
+
+
+def _address_of(label: str) -> str:
+    """The e-mail address in a requester or author label ("Name <addr>" or "addr")."""
+    address = parseaddr(label)[1]
+    return address.strip().casefold() if "@" in address else ""
+
+
+def _takes_part(*, ticket: Ticket, address: str) -> bool:
+    """Whether ``address`` is the ticket's requester or the author of one of its messages."""
+    wanted = address.strip().casefold()
+    if not wanted:
+        return False
+    if _address_of(ticket.requester) == wanted:
+        return True
+    authors = ticket.messages.filter(author__icontains=wanted).values_list("author", flat=True)
+    return any(_address_of(author) == wanted for author in authors)
 
 
 def _store_attachments(
