@@ -6,12 +6,14 @@ from django.db import IntegrityError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from integrations.models import SlackChannel, SlackWorkspace
 from integrations.slack import selectors as slack_selectors
 from integrations.slack import services as slack_services
+from integrations.slack.client import SlackTransientError
 from integrations.slack.serializers import (
     SlackChannelCreateInputSerializer,
     SlackChannelOutputSerializer,
@@ -22,6 +24,12 @@ from integrations.slack.serializers import (
 )
 from tickets.models import Role
 from tickets.permissions import require_role_of_members
+
+
+class SlackUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Slack could not be reached to verify the bot token; try again later."
+    default_code = "slack_unavailable"
 
 
 class SlackWorkspaceViewSet(
@@ -52,6 +60,10 @@ class SlackWorkspaceViewSet(
         serializer.is_valid(raise_exception=True)
         try:
             workspace = slack_services.slack_workspace_create(**serializer.validated_data)
+        except slack_services.SlackTokenRejected as exc:
+            raise serializers.ValidationError({"bot_token": [exc.reason]}) from exc
+        except SlackTransientError as exc:
+            raise SlackUnavailable() from exc
         except IntegrityError as exc:
             raise serializers.ValidationError(
                 {"team_id": "this workspace is already connected"}
@@ -68,9 +80,14 @@ class SlackWorkspaceViewSet(
             data=request.data, context={"request": request}
         )
         serializer.is_valid(raise_exception=True)
-        workspace = slack_services.slack_workspace_update(
-            workspace=workspace, data=serializer.validated_data
-        )
+        try:
+            workspace = slack_services.slack_workspace_update(
+                workspace=workspace, data=serializer.validated_data
+            )
+        except slack_services.SlackTokenRejected as exc:
+            raise serializers.ValidationError({"bot_token": [exc.reason]}) from exc
+        except SlackTransientError as exc:
+            raise SlackUnavailable() from exc
         return Response(
             SlackWorkspaceOutputSerializer(workspace, context={"request": request}).data
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackWorkspace
 from tests.support.slack_server import (
@@ -49,6 +50,9 @@ def workspace(organization: Organization, slack_settings: Any) -> SlackWorkspace
         bot_token=DEFAULT_TOKEN,
         bot_user_id=DEFAULT_BOT_USER_ID,
         bot_id=DEFAULT_BOT_ID,
+        # As slack_workspace_create leaves it: auth.test proved the token is the team's.
+        verified_team_id=DEFAULT_TEAM_ID,
+        verified_at=timezone.now(),
     )
 
 
