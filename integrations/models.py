@@ -314,6 +314,7 @@ class InboundEmailState(models.TextChoices):
     AUTO_REPLY = "auto_reply", "Auto-reply (no ticket)"
     BOUNCE = "bounce", "Bounce (no ticket)"
     REJECTED = "rejected", "Rejected"
+    TOO_LARGE = "too_large", "Too large (not downloaded)"
 
 
 # Rows whose message is the organization's one copy of that Message-ID.
@@ -343,6 +344,8 @@ class InboundEmail(models.Model):
     from_address = models.CharField(max_length=320, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     size = models.PositiveIntegerField(default=0)
+    # The stored body was cut at ZENITH_MAX_BODY_CHARS (or its HTML at ZENITH_MAX_HTML_BYTES).
+    body_truncated = models.BooleanField(default=False)
     # The ticket the mail opened, followed up or duplicated; SET_NULL keeps the audit row.
     ticket = models.ForeignKey(
         Ticket,

@@ -173,11 +173,13 @@ class InboundEmailAdmin(admin.ModelAdmin):
         "state",
         "subject",
         "from_address",
+        "size",
+        "body_truncated",
         "message_id",
         "ticket",
         "flagged_at",
     ]
-    list_filter = ["state", "mailbox", "received_at", "organization"]
+    list_filter = ["state", "body_truncated", "mailbox", "received_at", "organization"]
     search_fields = ["message_id", "subject", "from_address"]
     date_hierarchy = "received_at"
     list_select_related = ["mailbox", "ticket"]

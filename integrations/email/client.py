@@ -356,6 +356,26 @@ class ImapMailbox:
                     result[int(uid)] = int(size)
         return result
 
+    def headers(self, uids: Iterable[int], *, max_bytes: int = 16384) -> dict[int, bytes]:
+        """Return {uid: the first ``max_bytes`` of its Subject, From, Date and Message-ID lines}.
+
+        For messages too large to download: the server sends only these header fields.
+        """
+        self._require_selected()
+        section = "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE MESSAGE-ID)]"
+        result: dict[int, bytes] = {}
+        for batch in _batches(_clean_uids(uids)):
+            with _translate("UID FETCH HEADER.FIELDS"):
+                data = self.client.fetch(batch, [f"{section}<0.{max_bytes}>"])
+            requested = set(batch)
+            for uid, item in data.items():
+                if uid not in requested:
+                    continue
+                for key, value in item.items():
+                    if key.upper().startswith(b"BODY[HEADER") and isinstance(value, bytes):
+                        result[int(uid)] = value[:max_bytes]
+        return result
+
     def mark_seen(self, uids: Iterable[int]) -> None:
         """Set \\Seen on uids in the selected folder."""
         self._require_selected()

@@ -8,7 +8,7 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from integrations.email import selectors as email_selectors
-from integrations.models import Mailbox, MailboxSecurity
+from integrations.models import InboundEmail, Mailbox, MailboxSecurity
 from tickets.models import Role
 from tickets.serializers import OrganizationWithRoleField, StrictInputSerializer
 
@@ -119,6 +119,29 @@ class ConnectionTestOutputSerializer(serializers.Serializer):
     uidvalidity = serializers.IntegerField(allow_null=True)
     message_count = serializers.IntegerField(allow_null=True)
     processed_folder_exists = serializers.BooleanField(allow_null=True)
+
+
+class InboundEmailOutputSerializer(serializers.ModelSerializer):
+    """A ledger row: what one message of the mailbox became (``too_large``: not downloaded)."""
+
+    class Meta:
+        model = InboundEmail
+        fields = [
+            "id",
+            "mailbox",
+            "uidvalidity",
+            "uid",
+            "state",
+            "reason",
+            "subject",
+            "from_address",
+            "message_id",
+            "sent_at",
+            "size",
+            "body_truncated",
+            "ticket",
+            "received_at",
+        ]
 
 
 class EmailSyncInputSerializer(serializers.Serializer):

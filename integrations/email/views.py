@@ -18,11 +18,12 @@ from integrations.email import services as email_services
 from integrations.email.serializers import (
     _TASK_ENQUEUED,
     ConnectionTestOutputSerializer,
+    InboundEmailOutputSerializer,
     MailboxCreateInputSerializer,
     MailboxOutputSerializer,
     MailboxUpdateInputSerializer,
 )
-from integrations.models import Mailbox
+from integrations.models import InboundEmailState, Mailbox
 from taskops.services import triggered_by_label
 from tickets.models import Role
 from tickets.permissions import require_role_of_members
@@ -75,6 +76,20 @@ class MailboxViewSet(
         """Log in and look at the folders; nothing on the server changes."""
         result = email_services.mailbox_test_connection(mailbox=self.get_object())
         return Response(ConnectionTestOutputSerializer(result).data)
+
+    @extend_schema(responses={200: InboundEmailOutputSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def messages(self, request: Request, pk: str | None = None) -> Response:
+        """The mailbox's ledger, newest first (``?state=too_large``, ``rejected``, …)."""
+        mailbox = self.get_object()
+        state = request.query_params.get("state") or None
+        if state is not None and state not in InboundEmailState.values:
+            raise serializers.ValidationError({"state": [f"one of {InboundEmailState.values}"]})
+        rows = email_selectors.inbound_email_list(
+            organization=mailbox.organization, mailbox=mailbox, state=state
+        ).order_by("-received_at", "-id")
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(InboundEmailOutputSerializer(page, many=True).data)
 
     @extend_schema(request=None, responses={202: _TASK_ENQUEUED})
     @action(detail=True, methods=["post"])
