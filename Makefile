@@ -5,15 +5,20 @@ PY := $(VENV)/bin/python
 
 .PHONY: install run test test-fast faults e2e bench lint format typecheck migrate clean
 
-$(VENV)/.installed: requirements/base.txt requirements/dev.txt
+# Running needs requirements/base.txt only; tests and tooling add requirements/dev.txt.
+$(VENV)/.installed-base: requirements/base.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-base requirements/dev.txt
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.installed-base
 	$(PY) scripts/run_dev.py
 
 test: install
@@ -34,6 +39,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -16,7 +16,11 @@ from tests.support.workers import ProcessManager
 from tests.tickets.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tickets.models import Organization, Role
 
-pytest_plugins = ["tests.support.dovecot", "tests.support.slack_server"]
+pytest_plugins = [
+    "tests.support.dovecot",
+    "tests.support.slack_server",
+    "tests.support.oauth_server",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

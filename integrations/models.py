@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 
 from integrations.crypto import decrypt_text, encrypt_text
@@ -58,6 +59,27 @@ class SlackWorkspace(models.Model):
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # "Add to Slack" (OAuth v2): who installed it and what Slack granted. A workspace
+    # installed this way was proved by Slack's own answer naming its team.
+    installed_via_oauth = models.BooleanField(default=False)
+    installed_at = models.DateTimeField(null=True, blank=True)
+    installed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    app_id = models.CharField(max_length=32, blank=True, default="")
+    scopes = models.TextField(blank=True, default="")
+    # Token rotation: bot_token expires at bot_token_expires_at and is renewed with the
+    # refresh token; token_refresh_claimed_at lets one process at a time spend it.
+    bot_refresh_token = EncryptedTextField(blank=True, default="")
+    bot_token_expires_at = models.DateTimeField(null=True, blank=True)
+    token_refresh_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set when Slack disabled the workspace (app uninstalled, tokens revoked), not an admin.
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -81,6 +103,24 @@ class SlackWorkspace(models.Model):
     def verified(self) -> bool:
         """The current token was proven (``auth.test``) to belong to ``team_id``."""
         return bool(self.verified_team_id) and self.verified_team_id == self.team_id
+
+
+class SlackOAuthState(models.Model):
+    """An "Add to Slack" state: bound to an organization and user, single use, short-lived."""
+
+    state = models.CharField(max_length=64, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Where the browser goes after a successful install (a local path, e.g. the admin).
+    return_to = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"state for {self.organization_id} by {self.user_id}"
 
 
 class SlackChannel(models.Model):
@@ -252,6 +292,23 @@ class MailboxSecurity(models.TextChoices):
     NONE = "none", "None (local tests only)"
 
 
+class MailboxAuthMethod(models.TextChoices):
+    PASSWORD = "password", "Password (IMAP LOGIN)"
+    OAUTH2 = "oauth2", "OAuth2 (XOAUTH2)"
+
+
+class OAuthProviderName(models.TextChoices):
+    MICROSOFT = "microsoft", "Microsoft 365"
+    GOOGLE = "google", "Google Workspace"
+    GENERIC = "generic", "Other OAuth2 provider"
+
+
+class OAuthStatus(models.TextChoices):
+    NOT_CONNECTED = "", "Not connected"
+    CONNECTED = "connected", "Connected"
+    NEEDS_CONSENT = "needs_consent", "Needs consent again"
+
+
 class Mailbox(models.Model):
     """An IMAP folder polled for support mail, with its credentials and sync position.
 
@@ -286,6 +343,25 @@ class Mailbox(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     sync_lease_owner = models.CharField(max_length=200, blank=True, default="")
     sync_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # OAuth2 (XOAUTH2): consent gives a refresh token; access tokens are cached until
+    # shortly before they expire. Both encrypted like the password, never returned.
+    auth_method = models.CharField(
+        max_length=16, choices=MailboxAuthMethod.choices, default=MailboxAuthMethod.PASSWORD
+    )
+    oauth_provider = models.CharField(
+        max_length=16, choices=OAuthProviderName.choices, blank=True, default=""
+    )
+    oauth_authorize_url = models.URLField(max_length=500, blank=True, default="")
+    oauth_token_url = models.URLField(max_length=500, blank=True, default="")
+    oauth_scopes = models.CharField(max_length=500, blank=True, default="")
+    oauth_refresh_token = EncryptedTextField(blank=True, default="")
+    oauth_access_token = EncryptedTextField(blank=True, default="")
+    oauth_access_expires_at = models.DateTimeField(null=True, blank=True)
+    oauth_account = models.CharField(max_length=255, blank=True, default="")
+    oauth_status = models.CharField(
+        max_length=16, choices=OAuthStatus.choices, blank=True, default=""
+    )
+    oauth_status_reason = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -305,6 +381,24 @@ class Mailbox(models.Model):
     def address(self) -> str:
         """Where the mailbox lives, without its credentials: user@host:port/folder."""
         return f"{self.username}@{self.host}:{self.port}/{self.folder}"
+
+
+class MailboxOAuthState(models.Model):
+    """One consent in flight: single use, bound to the mailbox and the admin who started it."""
+
+    state = models.CharField(max_length=64, unique=True)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="oauth_states")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    code_verifier = EncryptedTextField()
+    redirect_uri = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"consent for {self.mailbox_id} started {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class InboundEmailState(models.TextChoices):
@@ -346,6 +440,9 @@ class InboundEmail(models.Model):
     size = models.PositiveIntegerField(default=0)
     # The stored body was cut at ZENITH_MAX_BODY_CHARS (or its HTML at ZENITH_MAX_HTML_BYTES).
     body_truncated = models.BooleanField(default=False)
+    # The original message, gzip-compressed in Django's storage (integrations.email.services.raw);
+    # emptied by the hourly cleanup after ZENITH_RAW_MAIL_RETENTION_DAYS.
+    raw_file = models.CharField(max_length=300, blank=True, default="")
     # The ticket the mail opened, followed up or duplicated; SET_NULL keeps the audit row.
     ticket = models.ForeignKey(
         Ticket,

@@ -20,7 +20,10 @@ from django.utils.module_loading import import_string
 
 from taskops.base import TransientError
 from taskops.progress import ProgressCallback
+from taskops.services import task_enqueue
 from tickets.models import Organization
+
+SYNC_ORGANIZATION_TASK = "integrations.tasks.sync_organization_data"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,26 @@ def sync_source_enqueue(*, source: str, organization: Organization, triggered_by
     """Enqueue a sync of ``source`` for one organization (after commit); returns the task id."""
     enqueue: Callable[..., str] = import_string(sync_source_get(source).enqueue)
     return enqueue(organization=organization, triggered_by=triggered_by)
+
+
+def organizations_to_sync(*, sources: list[str] | None = None) -> QuerySet[Organization]:
+    """The organizations with something of any of `sources` (all by default) to sync, by slug."""
+    ids: set[int] = set()
+    for source in sources or list(SYNC_SOURCES):
+        ids.update(sync_source_organizations(source).values_list("pk", flat=True))
+    return Organization.objects.filter(pk__in=ids).order_by("slug")
+
+
+def organization_sync_enqueue(
+    *, organization: Organization, triggered_by: str, sources: list[str] | None = None
+) -> str:
+    """Enqueue sync_organization_data for one organization (after commit); the task id."""
+    kwargs: dict[str, Any] = {"organization_id": organization.pk}
+    if sources:
+        for source in sources:
+            sync_source_get(source)
+        kwargs["sources"] = list(sources)
+    return task_enqueue(name=SYNC_ORGANIZATION_TASK, kwargs=kwargs, triggered_by=triggered_by)
 
 
 def organization_sync(

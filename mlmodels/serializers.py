@@ -7,7 +7,6 @@ from typing import Any
 from rest_framework import serializers
 
 from mlmodels.models import ModelVersion, Target
-from tickets.models import Organization
 
 
 class _StrictSerializer(serializers.Serializer):
@@ -47,10 +46,10 @@ class TaskEnqueuedOutputSerializer(serializers.Serializer):
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
-    organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
-        slug_field="slug", read_only=True
+    organization = serializers.IntegerField(
+        source="organization_id", read_only=True, help_text="organization id"
     )
-    organization_id = serializers.IntegerField(read_only=True)
+    organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     accuracy = serializers.FloatField(read_only=True, allow_null=True)
     macro_f1 = serializers.FloatField(read_only=True, allow_null=True)
 
@@ -59,7 +58,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "organization",
-            "organization_id",
+            "organization_slug",
             "target",
             "version",
             "status",

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
 from django.conf import settings
 
 from mlmodels import services
-from taskops.base import ZenithTask
-from taskops.services import TRIGGERED_BY_HEADER
+from taskops.base import ZenithTask, zenith_task
+from taskops.services import TRIGGERED_BY_HEADER, task_enqueue
 from tickets.models import Organization, Ticket
 
 
@@ -27,20 +26,7 @@ def _triggered_by(task: ZenithTask) -> str:
     )
 
 
-def _progress(task: ZenithTask) -> services.Progress:
-    def report(done: int, total: int, message: str) -> None:
-        task.progress(done=done, total=total, message=message)
-
-    return report
-
-
-@shared_task(
-    name="mlmodels.tasks.classify_ticket_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.classify_ticket_task", bind=True)
 def classify_ticket_task(
     self: ZenithTask, ticket_id: int, organization_id: int | None = None, **kwargs: Any
 ) -> dict[str, Any]:
@@ -55,13 +41,7 @@ def classify_ticket_task(
     return {"ticket_id": ticket_id, **report.as_dict()}
 
 
-@shared_task(
-    name="mlmodels.tasks.batch_classify_tickets_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.batch_classify_tickets_task", bind=True)
 def batch_classify_tickets_task(
     self: ZenithTask,
     organization_id: int,
@@ -115,21 +95,20 @@ def batch_classify_tickets_task(
     return result
 
 
-@shared_task(
-    name="mlmodels.tasks.train_organization_model_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.train_organization_model_task", bind=True)
 def train_organization_model_task(
     self: ZenithTask,
     organization_id: int,
     targets: list[str] | None = None,
     only_changed: bool = False,
+    classify_after: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Train the organization's models; each new version goes through the promotion gate."""
+    """Train the organization's models; each new version goes through the promotion gate.
+
+    With ``classify_after`` the organization's unclassified tickets are then classified
+    (a batch task), as a first start does for tickets imported before any model existed.
+    """
     organization = Organization.objects.get(pk=organization_id)
     outcomes = services.organization_models_train(
         organization=organization,
@@ -137,21 +116,22 @@ def train_organization_model_task(
         only_changed=only_changed,
         task_id=self.request.id or "",
         triggered_by=_triggered_by(self),
-        on_progress=_progress(self),
+        on_progress=self.progress_callback(),
     )
-    return {
+    result: dict[str, Any] = {
         "organization_id": organization_id,
         "results": {outcome.target: outcome.as_dict() for outcome in outcomes},
     }
+    if classify_after:
+        result["classification_task_id"] = task_enqueue(
+            name=services.BATCH_CLASSIFY_TASK,
+            kwargs={"organization_id": organization_id},
+            triggered_by=_triggered_by(self),
+        )
+    return result
 
 
-@shared_task(
-    name="mlmodels.tasks.train_all_organizations_task",
-    bind=True,
-    base=ZenithTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@zenith_task("mlmodels.tasks.train_all_organizations_task", bind=True)
 def train_all_organizations_task(self: ZenithTask, **kwargs: Any) -> dict[str, Any]:
     """Enqueue one training per organization with new labels since its last training."""
     enqueued = services.organizations_train_changed(triggered_by=_triggered_by(self))

@@ -25,10 +25,13 @@ def prepare() -> None:
     (ROOT / "var").mkdir(exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
     manage("setup_periodic_tasks")
-    manage("seed_demo")
-    manage("train_models", "--org", "demo")
-    # The demo tickets were imported before the first model existed: classify them now.
-    manage("classify_tickets", "--org", "demo", "--async")
+    manage("seed_demo", "--quiet")
+
+
+def train_in_background() -> None:
+    """Queue the demo's training on the worker (then classify what was imported before it);
+    the server answers meanwhile and the admin's task list shows its progress."""
+    manage("train_models", "--org", "demo", "--async", "--classify-after")
 
 
 def start() -> list[subprocess.Popen[bytes]]:
@@ -68,10 +71,18 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "zenith.settings")
     prepare()
     processes = start()
+    train_in_background()
+    token = subprocess.run(  # noqa: S603
+        [PYTHON, "manage.py", "drf_create_token", "demo"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[2]
     print(
-        f"\nZenith is running:\n"
+        f"\nZenith is running (the demo model trains on the worker: see Tasks in the admin):\n"
         f"  admin:  http://{HOST}:{PORT}/admin/  (login demo / zenith-demo)\n"
-        f"  API:    http://{HOST}:{PORT}/api/v1/\n"
+        f"  API:    http://{HOST}:{PORT}/api/v1/  (Authorization: Token {token})\n"
         f"  docs:   http://{HOST}:{PORT}/api/v1/docs/\n"
         f"Press Ctrl-C to stop web, worker and beat.\n",
         flush=True,

@@ -16,8 +16,14 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 from kombu.exceptions import OperationalError as BrokerError
 
-from taskops import services
-from taskops.models import Heartbeat, SchedulerLease, TaskRecord
+from taskops import selectors, services
+from taskops.models import (
+    Heartbeat,
+    ScheduleChange,
+    ScheduleChangeAction,
+    SchedulerLease,
+    TaskRecord,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -218,23 +224,91 @@ class SchedulerLeaseAdmin(ReadOnlyAdmin):
     list_display = ["name", "holder", "expires_at", "acquired_at", "renewed_at"]
 
 
-# django-celery-beat's schedule pages, with "run now" recording who ran the task.
+# django-celery-beat's schedule pages: "run now" records who ran the task, and every change
+# (form, actions, delete, run) is recorded as a ScheduleChange, shown on the History page.
 admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
 class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+    object_history_template = "admin/taskops/periodictask_history.html"
+
+    def save_model(self, request: HttpRequest, obj: PeriodicTask, form: Any, change: bool) -> None:
+        before = None
+        if change:
+            stored = PeriodicTask.objects.filter(pk=obj.pk).first()
+            before = services.schedule_snapshot(stored) if stored else None
+        super().save_model(request, obj, form, change)
+        after = services.schedule_snapshot(obj)
+        if after != before:
+            services.schedule_change_record(
+                periodic=obj,
+                action=ScheduleChangeAction.CHANGED if change else ScheduleChangeAction.CREATED,
+                user=request.user,
+                source="admin",
+                before=before,
+                after=after,
+            )
+
+    def delete_model(self, request: HttpRequest, obj: PeriodicTask) -> None:
+        before = services.schedule_snapshot(obj)
+        services.schedule_change_record(
+            periodic=obj,
+            action=ScheduleChangeAction.DELETED,
+            user=request.user,
+            source="admin",
+            before=before,
+            after=None,
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        for periodic in queryset:
+            services.schedule_change_record(
+                periodic=periodic,
+                action=ScheduleChangeAction.DELETED,
+                user=request.user,
+                source="admin",
+                before=services.schedule_snapshot(periodic),
+                after=None,
+            )
+        super().delete_queryset(request, queryset)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[PeriodicTask], enabled: bool | None
+    ) -> None:
+        """Enable, disable or toggle (None) through the recorded service, one row at a time."""
+        for periodic in queryset:
+            services.schedule_update(
+                periodic_id=periodic.pk,
+                changes={"enabled": (not periodic.enabled) if enabled is None else enabled},
+                user=request.user,
+                source="admin",
+            )
+        verb = {True: "enabled", False: "disabled", None: "toggled"}[enabled]
+        self.message_user(request, f"{queryset.count()} schedule(s) {verb}", messages.SUCCESS)
+
+    @admin.action(description="Enable selected tasks")
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable selected tasks")
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    @admin.action(description="Toggle activity of selected tasks")
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        self._set_enabled(request, queryset, None)
+
     @admin.action(description="Run selected tasks now")
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         for periodic in queryset:
             try:
-                task_id = services.task_enqueue(
-                    name=periodic.task,
-                    args=json.loads(periodic.args or "[]"),
-                    kwargs=json.loads(periodic.kwargs or "{}"),
-                    queue=periodic.queue or None,
-                    triggered_by=services.triggered_by_label(request.user),
+                task_id = services.schedule_run(
+                    periodic=periodic, user=request.user, source="admin"
                 )
+            except services.TaskStateConflict as exc:
+                self.message_user(request, f"{periodic.name} not run: {exc}", messages.ERROR)
             except BrokerError as exc:
                 self.message_user(
                     request,
@@ -246,6 +320,42 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
                     request, f"{periodic.name}: {periodic.task} sent as {task_id}", messages.SUCCESS
                 )
 
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        """Django's history page, with the recorded changes (API and admin) and their values."""
+        changes = []
+        if object_id.isascii() and object_id.isdigit():
+            for change in selectors.schedule_changes(periodic_id=int(object_id))[:200]:
+                changes.append({"change": change, "diff": _snapshot_diff(change)})
+        context = {**(extra_context or {}), "schedule_changes": changes}
+        return super().history_view(request, object_id, extra_context=context)
 
-# Alert rules, incidents and deliveries: taskops/alert_admin.py.
-from taskops import alert_admin  # noqa: E402, F401
+
+def _snapshot_diff(change: ScheduleChange) -> list[tuple[str, str, str]]:
+    """(field, before, after) for every field a change touched."""
+    before, after = change.before or {}, change.after or {}
+    return [
+        (name, json.dumps(before.get(name)), json.dumps(after.get(name)))
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
+
+
+@admin.register(ScheduleChange)
+class ScheduleChangeAdmin(ReadOnlyAdmin):
+    list_display = ["changed_at", "periodic_task_name", "action", "actor_username", "source"]
+    list_filter = ["action", "source"]
+    search_fields = ["periodic_task_name", "actor_username"]
+    date_hierarchy = "changed_at"
+    readonly_fields = [
+        "periodic_task_name",
+        "action",
+        "actor",
+        "actor_username",
+        "source",
+        "before",
+        "after",
+        "changed_at",
+    ]
+    exclude = ["periodic_task"]

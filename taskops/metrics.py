@@ -15,7 +15,7 @@ from typing import Any, cast
 from celery import current_app
 from django.conf import settings
 from django.db.models import Count, Max, Q, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -266,7 +266,9 @@ def metrics_allowed(request: HttpRequest) -> bool:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request):
-        response = HttpResponse("metrics need a bearer token or a staff session\n", status=401)
+        response = JsonResponse(
+            {"detail": "metrics need a bearer token or a staff session"}, status=401
+        )
         response["WWW-Authenticate"] = 'Bearer realm="zenith-metrics"'
         return response
     registry = CollectorRegistry(auto_describe=False)

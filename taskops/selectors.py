@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import fnmatch
+import json
+import re
+from collections import Counter
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from taskops.models import ACTIVE_STATES, TaskRecord, TaskState
+from taskops.models import ACTIVE_STATES, ScheduleChange, TaskRecord, TaskState
 from tickets.models import Organization, Role
 from tickets.selectors import membership_has_role, organization_list_for_user
 
@@ -75,3 +80,87 @@ def task_failure_count(*, since: timedelta = timedelta(hours=1)) -> int:
     return TaskRecord.objects.filter(
         state=TaskState.FAILURE, updated_at__gte=start, finished_at__gte=start
     ).count()
+
+
+# ------------------------------------------------------------------------------
+# Schedules (django-celery-beat's PeriodicTask)
+# ------------------------------------------------------------------------------
+def schedule_organization_id(periodic: Any) -> int | None:
+    """The organization a schedule works for: the integer `organization_id` of its kwargs."""
+    try:
+        kwargs = json.loads(periodic.kwargs or "{}")
+    except ValueError:
+        return None
+    value = kwargs.get("organization_id") if isinstance(kwargs, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def schedule_manages_everything(*, user: Any) -> bool:
+    """Superusers and staff manage every schedule, the global ones included."""
+    return bool(user and user.is_authenticated and (user.is_superuser or user.is_staff))
+
+
+def schedule_list_for_user(*, user: Any) -> QuerySet[Any]:
+    """The schedules the caller may see and change.
+
+    Periodic tasks have no organization column: a schedule belongs to the organization its
+    kwargs name (`organization_id`), and an admin of that organization manages it. Schedules
+    naming none (Zenith's defaults) are global: superusers and staff only. The rows are few
+    (tens), so their kwargs are read in Python, the same on PostgreSQL and SQLite.
+    """
+    from django_celery_beat.models import PeriodicTask
+
+    schedules = PeriodicTask.objects.select_related("interval", "crontab")
+    if not user or not user.is_authenticated:
+        return schedules.none()
+    if schedule_manages_everything(user=user):
+        return schedules.all()
+    administered = set(
+        organization_list_for_user(user=user, min_role=Role.ADMIN).values_list("pk", flat=True)
+    )
+    if not administered:
+        return schedules.none()
+    ids = [
+        pk
+        for pk, kwargs in PeriodicTask.objects.values_list("pk", "kwargs")
+        if schedule_organization_id(SimpleNamespace(kwargs=kwargs)) in administered
+    ]
+    return schedules.filter(pk__in=ids)
+
+
+def schedule_changes(*, periodic_id: int) -> QuerySet[ScheduleChange]:
+    """A schedule's recorded changes, newest first."""
+    return ScheduleChange.objects.filter(periodic_task_id=periodic_id).order_by(
+        "-changed_at", "-id"
+    )
+
+
+def task_failures_count(
+    *, organization: Organization, pattern: str, since: datetime, id_limit: int = 10
+) -> tuple[Counter[str], list[str], str]:
+    """Failures since `since` of tasks matching `pattern`: per name, newest ids, last error."""
+    # updated_at >= finished_at (the finishing write sets both), so this bound lets the
+    # (state, updated_at) index find the rows.
+    failures = TaskRecord.objects.filter(
+        organization=organization,
+        state=TaskState.FAILURE,
+        updated_at__gte=since,
+        finished_at__gte=since,
+    )
+    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    if prefix:
+        failures = failures.filter(name__startswith=prefix)
+    counts: Counter[str] = Counter()
+    task_ids: list[str] = []
+    last_error = ""
+    for name, task_id, error in failures.order_by("-finished_at", "-id").values_list(
+        "name", "task_id", "error"
+    ):
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        counts[name] += 1
+        if len(task_ids) < id_limit:
+            task_ids.append(task_id)
+        if not last_error and error:
+            last_error = error
+    return counts, task_ids, last_error

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from taskops.models import (
     ACTIVE_STATES,
     RUNNING_STATES,
     Heartbeat,
+    ScheduleChange,
+    ScheduleChangeAction,
     SchedulerLease,
     TaskRecord,
     TaskState,
@@ -40,6 +43,27 @@ STUCK_STATES = (TaskState.PENDING, TaskState.STARTED, TaskState.PROGRESS)
 
 class TaskStateConflict(Exception):
     """The task's state does not allow what was asked (retrying a success, cancelling a failure)."""
+
+
+class TaskNotRegistered(TaskStateConflict):
+    """A ledger row or a schedule names a task Zenith does not define: it is never sent."""
+
+
+# Most tasks one bulk retry re-sends.
+BULK_RETRY_CAP = 500
+
+
+@functools.cache
+def _tasks_discovered() -> bool:
+    """Import every app's tasks module once (Celery's autodiscovery runs at worker start only)."""
+    current_app.loader.import_default_modules()
+    return True
+
+
+def task_name_is_registered(name: str) -> bool:
+    """Whether `name` is one of Zenith's tasks (registered with the app; Celery's own are not)."""
+    _tasks_discovered()
+    return bool(name) and not name.startswith("celery.") and name in current_app.tasks
 
 
 def triggered_by_label(user: Any | None) -> str:
@@ -132,7 +156,13 @@ def task_cancel(*, record: TaskRecord, user: Any | None) -> TaskRecord:
 
 
 def task_retry(*, record: TaskRecord, user: Any | None) -> str:
-    """Run a failed or revoked task again with the same name and arguments; return the new id."""
+    """Run a failed or revoked task again with the same name and arguments; return the new id.
+
+    Only Zenith's registered tasks are re-sent: a ledger row's name is whatever a message
+    said, and retrying must not become a way to send an arbitrary task name.
+    """
+    if not task_name_is_registered(record.name):
+        raise TaskNotRegistered(f"{record.name!r} is not a registered Zenith task")
     if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
         raise TaskStateConflict(
             f"the task is {record.state}; only a FAILURE or REVOKED task can be retried"
@@ -153,6 +183,76 @@ def task_retry(*, record: TaskRecord, user: Any | None) -> str:
         organization_id=record.organization_id,
         retry_of=record.task_id,
     )
+
+
+@dataclass
+class BulkRetryReport:
+    """What one bulk retry did: re-sent tasks (new id, original) and skipped ones (why)."""
+
+    retried: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+    # A dry run: the ids that would be retried.
+    would_retry: list[str] = field(default_factory=list)
+
+
+def task_retry_many(
+    *,
+    records: list[TaskRecord],
+    user: Any | None,
+    operable_organization_ids: set[int] | None,
+    missing: Sequence[str] = (),
+    dry_run: bool = False,
+) -> BulkRetryReport:
+    """Retry each record that the caller operates and that is FAILURE or REVOKED.
+
+    `operable_organization_ids` are the organizations where the caller is an operator (None:
+    every one, a superuser). Tasks with no organization need staff. `missing` ids are
+    reported as "no such task", the same for ids that exist elsewhere, so nothing leaks.
+    A broker outage stops the run: the rest are skipped, and if nothing was sent it raises.
+    """
+    report = BulkRetryReport(retried=[], skipped=[])
+    staff = bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+    broker_down: BrokerError | None = None
+    for record in records:
+
+        def skip(reason: str, record: TaskRecord = record) -> None:
+            report.skipped.append({"task_id": record.task_id, "reason": reason})
+
+        if broker_down is not None:
+            skip(f"the task queue is unavailable ({broker_down})")
+            continue
+        if record.organization_id is None:
+            allowed = staff
+        else:
+            allowed = (
+                operable_organization_ids is None
+                or record.organization_id in operable_organization_ids
+            )
+        if not allowed:
+            skip("this needs the operator role in the task's organization")
+            continue
+        if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
+            skip(f"the task is {record.state}; only a FAILURE or REVOKED task can be retried")
+            continue
+        if dry_run:
+            if not task_name_is_registered(record.name):
+                skip(f"{record.name!r} is not a registered Zenith task")
+            else:
+                report.would_retry.append(record.task_id)
+            continue
+        try:
+            new_id = task_retry(record=record, user=user)
+        except TaskStateConflict as exc:
+            skip(str(exc))
+        except BrokerError as exc:
+            broker_down = exc
+            skip(f"the task queue is unavailable ({exc})")
+        else:
+            report.retried.append({"task_id": new_id, "retry_of": record.task_id})
+    if broker_down is not None and not report.retried:
+        raise broker_down
+    report.skipped.extend({"task_id": task_id, "reason": "no such task"} for task_id in missing)
+    return report
 
 
 def heartbeat_record(*, name: str, details: dict[str, Any] | None = None) -> Heartbeat:
@@ -178,8 +278,19 @@ def _delete_in_batches(queryset: models.QuerySet[Any], *, batch_size: int) -> in
         deleted += count
 
 
+# Other apps' retention jobs run with the hourly cleanup: {name: () -> rows removed}.
+# Registered in their AppConfig.ready, so taskops imports none of them.
+_cleanups: dict[str, Callable[[], int]] = {}
+
+
+def cleanup_register(name: str, cleanup: Callable[[], int]) -> None:
+    """Run ``cleanup`` in ``cleanup_old_task_results``; its count is reported under ``name``."""
+    _cleanups[name] = cleanup
+
+
 def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, int]:
-    """Delete ledger rows older than ZENITH_TASK_RETENTION_DAYS and expired result rows.
+    """Delete ledger rows older than ZENITH_TASK_RETENTION_DAYS and expired result rows,
+    then run the registered cleanups of other apps (e.g. raw e-mail past its retention).
 
     In batches, so neither a million rows in memory nor one long-locking statement.
     """
@@ -188,7 +299,7 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
     now = timezone.now()
     cutoff = now - timedelta(days=settings.ZENITH_TASK_RETENTION_DAYS)
     results_cutoff = now - timedelta(seconds=_result_expires_seconds())
-    return {
+    report = {
         "ledger": _delete_in_batches(
             TaskRecord.objects.filter(queued_at__lt=cutoff), batch_size=batch_size
         ),
@@ -199,6 +310,9 @@ def task_records_cleanup(*, batch_size: int = CLEANUP_BATCH_SIZE) -> dict[str, i
             GroupResult.objects.filter(date_done__lt=results_cutoff), batch_size=batch_size
         ),
     }
+    for name, cleanup in _cleanups.items():
+        report[name] = cleanup()
+    return report
 
 
 def _result_expires_seconds() -> float:
@@ -377,3 +491,130 @@ def periodic_tasks_setup(
             for name in names:
                 log(f"{kind}: {name}")
     return outcome
+
+
+# ------------------------------------------------------------------------------
+# Schedules: changes over the API and the admin, each one recorded
+# ------------------------------------------------------------------------------
+CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone")
+
+
+def _json_or_text(text: str | None, empty: Any) -> Any:
+    try:
+        return json.loads(text) if text else empty
+    except ValueError:
+        return text
+
+
+def schedule_snapshot(periodic: Any) -> dict[str, Any]:
+    """The editable fields of a PeriodicTask as JSON: what a change record's before/after hold."""
+    interval = periodic.interval
+    crontab = periodic.crontab
+    return {
+        "name": periodic.name,
+        "task": periodic.task,
+        "enabled": periodic.enabled,
+        "description": periodic.description,
+        "interval": {"every": interval.every, "period": interval.period} if interval else None,
+        "crontab": (
+            {name: str(getattr(crontab, name)) for name in CRONTAB_FIELDS} if crontab else None
+        ),
+        "args": _json_or_text(periodic.args, []),
+        "kwargs": _json_or_text(periodic.kwargs, {}),
+        "queue": periodic.queue or "",
+        "one_off": periodic.one_off,
+    }
+
+
+def schedule_change_record(
+    *,
+    periodic: Any,
+    action: str,
+    user: Any | None,
+    source: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> ScheduleChange:
+    """Write who changed which schedule how (before/after snapshots)."""
+    return ScheduleChange.objects.create(
+        periodic_task_id=periodic.pk,
+        periodic_task_name=periodic.name,
+        action=action,
+        actor=triggered_by_label(user),
+        actor_username=getattr(user, "username", "") or "",
+        source=source,
+        before=before,
+        after=after,
+    )
+
+
+def schedule_update(
+    *, periodic_id: int, changes: dict[str, Any], user: Any | None, source: str
+) -> Any:
+    """Apply validated `changes` to a schedule and record them; unchanged saves record nothing.
+
+    `changes` may hold enabled, description, args (list), kwargs (dict), interval
+    ({every, period}) or crontab ({minute, hour, ...}); a new interval or crontab replaces
+    whatever schedule the task had. Beat picks the change up through django-celery-beat's
+    change tracking (PeriodicTask.save).
+    """
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    with transaction.atomic():
+        periodic = (
+            PeriodicTask.objects.select_for_update(of=("self",))
+            .select_related("interval", "crontab")
+            .get(pk=periodic_id)
+        )
+        before = schedule_snapshot(periodic)
+        for name in ("enabled", "description"):
+            if name in changes:
+                setattr(periodic, name, changes[name])
+        for name in ("args", "kwargs"):
+            if name in changes:
+                setattr(periodic, name, json.dumps(changes[name]))
+        if changes.get("interval") is not None:
+            periodic.interval = _first_or_create(IntervalSchedule, **changes["interval"])
+            periodic.crontab = periodic.solar = periodic.clocked = None
+        if changes.get("crontab") is not None:
+            crontab = {"timezone": settings.TIME_ZONE, **changes["crontab"]}
+            periodic.crontab = _first_or_create(CrontabSchedule, **crontab)
+            periodic.interval = periodic.solar = periodic.clocked = None
+        periodic.save()
+        after = schedule_snapshot(periodic)
+        if after != before:
+            schedule_change_record(
+                periodic=periodic,
+                action=ScheduleChangeAction.CHANGED,
+                user=user,
+                source=source,
+                before=before,
+                after=after,
+            )
+    return periodic
+
+
+def schedule_run(*, periodic: Any, user: Any | None, source: str) -> str:
+    """Send a schedule's task now with its arguments and queue; record it; return the task id."""
+    if not task_name_is_registered(periodic.task):
+        raise TaskNotRegistered(f"{periodic.task!r} is not a registered Zenith task")
+    args = _json_or_text(periodic.args, [])
+    kwargs = _json_or_text(periodic.kwargs, {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise TaskStateConflict("the schedule's args or kwargs are not valid JSON")
+    task_id = task_enqueue(
+        name=periodic.task,
+        args=args,
+        kwargs=kwargs,
+        queue=periodic.queue or None,
+        triggered_by=triggered_by_label(user),
+    )
+    schedule_change_record(
+        periodic=periodic,
+        action=ScheduleChangeAction.RUN,
+        user=user,
+        source=source,
+        before=None,
+        after={"task_id": task_id},
+    )
+    return task_id

@@ -14,9 +14,7 @@ import signal
 import time
 from typing import Any
 
-from celery import shared_task
-
-from taskops import alerts, services
+from taskops import services
 from taskops.base import TransientError, zenith_task
 
 
@@ -80,21 +78,3 @@ def diagnostic_crash(**kwargs: Any) -> None:
     ZENITH_MAX_REDELIVERIES lost deliveries; the next delivery fails without running.
     """
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-@shared_task(name="taskops.tasks.evaluate_alert_rules", acks_late=True, reject_on_worker_lost=True)
-def evaluate_alert_rules(**kwargs: Any) -> dict[str, int]:
-    """Check every enabled alert rule: open or close incidents, queue their messages."""
-    return alerts.alert_rules_evaluate()
-
-
-@shared_task(
-    name="taskops.tasks.deliver_alert", bind=True, acks_late=True, reject_on_worker_lost=True
-)
-def deliver_alert(self: Any, delivery_id: int, **kwargs: Any) -> dict[str, Any]:
-    """Send one alert message (Slack or e-mail); transient failures are retried."""
-    final = self.request.called_directly or self.request.retries >= self.max_retries
-    delivery = alerts.alert_deliver(delivery_id=delivery_id, final_attempt=final)
-    if delivery is None:
-        return {"delivery_id": delivery_id, "state": "deleted"}
-    return {"delivery_id": delivery.pk, "state": delivery.state, "attempts": delivery.attempts}

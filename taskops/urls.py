@@ -1,9 +1,8 @@
-from taskops import alert_api, views
+from taskops import views
 from tickets.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("tasks", views.TaskViewSet, basename="task")
-router.register("alerts/rules", alert_api.AlertRuleViewSet, basename="alert-rule")
-router.register("alerts/incidents", alert_api.AlertIncidentViewSet, basename="alert-incident")
+router.register("schedules", views.ScheduleViewSet, basename="schedule")
 
 urlpatterns = router.urls

@@ -76,15 +76,17 @@ def _direct_source(field: serializers.Field, columns: set[str]) -> str | None:
 
 
 class TicketOutputSerializer(serializers.ModelSerializer):
-    organization = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    organization_id = serializers.IntegerField(read_only=True)
+    organization = serializers.IntegerField(
+        source="organization_id", read_only=True, help_text="organization id"
+    )
+    organization_slug = serializers.CharField(source="organization.slug", read_only=True)
 
     class Meta:
         model = Ticket
         fields = [
             "id",
             "organization",
-            "organization_id",
+            "organization_slug",
             "source",
             "external_id",
             "subject",

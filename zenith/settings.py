@@ -68,11 +68,14 @@ INSTALLED_APPS = [
     "taskops",
     "mlmodels",
     "integrations",
+    "alerts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Every error under /api/ and on /metrics as JSON {"detail": ...} (zenith/api.py).
+    "zenith.api.APIErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -175,12 +178,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # ?page_size= up to 500; ?ordering= refuses unknown fields; ?search= only where it works.
+    "DEFAULT_PAGINATION_CLASS": "tickets.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "tickets.api.SearchFilter",
+        "tickets.api.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "zenith.api.exception_handler",
@@ -309,6 +313,8 @@ ZENITH_MAX_MESSAGE_BYTES = env.int("ZENITH_MAX_MESSAGE_BYTES", default=25 * 1024
 ZENITH_MAX_HTML_BYTES = env.int("ZENITH_MAX_HTML_BYTES", default=2 * 1024 * 1024)
 ZENITH_MAX_BODY_CHARS = env.int("ZENITH_MAX_BODY_CHARS", default=100_000)
 ZENITH_MAX_PARSE_SECONDS = env.float("ZENITH_MAX_PARSE_SECONDS", default=1.5)
+# The original .eml of every ingested message is kept (compressed) this long.
+ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
 
 # ------------------------------------------------------------------------------
 # Integrations and operations
@@ -320,6 +326,23 @@ SLACK_HISTORY_PAGE_SIZE = env.int("SLACK_HISTORY_PAGE_SIZE", default=200)
 # Each history pass re-reads this much already-synced history, so threads that got new
 # replies recently are seen (Slack lists a thread under its parent's ts only).
 SLACK_SYNC_OVERLAP_SECONDS = env.int("SLACK_SYNC_OVERLAP_SECONDS", default=24 * 60 * 60)
+# "Add to Slack" (OAuth v2): the app's credentials from its *Basic Information* page; the
+# bot scopes asked for (README "Slack"); the authorize page (tests point it at a local
+# server); the redirect URL registered with the app (unset: the one registered is used).
+# https://api.slack.com/authentication/oauth-v2
+SLACK_CLIENT_ID = env.str("SLACK_CLIENT_ID", default="")
+SLACK_CLIENT_SECRET = env.str("SLACK_CLIENT_SECRET", default="")
+SLACK_SCOPES = env.list(
+    "SLACK_SCOPES",
+    default=["channels:history", "groups:history", "users:read", "users:read.email", "chat:write"],
+)
+SLACK_OAUTH_BASE_URL = env.str(
+    "SLACK_OAUTH_BASE_URL", default="https://slack.com/oauth/v2/authorize"
+)
+SLACK_OAUTH_REDIRECT_URI = env.str("SLACK_OAUTH_REDIRECT_URI", default="")
+# Rotating tokens (12-hour access tokens) are renewed this long before they expire.
+# https://api.slack.com/authentication/rotation
+SLACK_TOKEN_REFRESH_MARGIN_SECONDS = env.int("SLACK_TOKEN_REFRESH_MARGIN_SECONDS", default=600)
 # IMAP: extra CA bundle for servers with a private CA (unset: the system's trust store).
 ZENITH_IMAP_CA_FILE = env.str("ZENITH_IMAP_CA_FILE", default="")
 ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)
@@ -330,6 +353,21 @@ ZENITH_IMAP_ALLOW_PLAINTEXT = env.bool("ZENITH_IMAP_ALLOW_PLAINTEXT", default=Fa
 ZENITH_IMAP_ALLOW_PRIVATE_HOSTS = env.bool("ZENITH_IMAP_ALLOW_PRIVATE_HOSTS", default=False)
 # Seconds the test-connection task gives the server (connect, TLS, login, each command).
 ZENITH_IMAP_TEST_TIMEOUT = env.float("ZENITH_IMAP_TEST_TIMEOUT", default=10.0)
+# OAuth2 (XOAUTH2) mailboxes: client credentials per provider, never per request.
+# https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
+ZENITH_OAUTH_MICROSOFT_CLIENT_ID = env.str("ZENITH_OAUTH_MICROSOFT_CLIENT_ID", default="")
+ZENITH_OAUTH_MICROSOFT_CLIENT_SECRET = env.str("ZENITH_OAUTH_MICROSOFT_CLIENT_SECRET", default="")
+ZENITH_OAUTH_MICROSOFT_TENANT = env.str("ZENITH_OAUTH_MICROSOFT_TENANT", default="common")
+ZENITH_OAUTH_GOOGLE_CLIENT_ID = env.str("ZENITH_OAUTH_GOOGLE_CLIENT_ID", default="")
+ZENITH_OAUTH_GOOGLE_CLIENT_SECRET = env.str("ZENITH_OAUTH_GOOGLE_CLIENT_SECRET", default="")
+# "generic": any OAuth2 provider whose authorize/token URLs and scopes a mailbox names.
+ZENITH_OAUTH_GENERIC_CLIENT_ID = env.str("ZENITH_OAUTH_GENERIC_CLIENT_ID", default="")
+ZENITH_OAUTH_GENERIC_CLIENT_SECRET = env.str("ZENITH_OAUTH_GENERIC_CLIENT_SECRET", default="")
+# Where providers send the admin back; empty: built from the request that started consent.
+ZENITH_OAUTH_REDIRECT_URI = env.str("ZENITH_OAUTH_REDIRECT_URI", default="")
+ZENITH_OAUTH_TIMEOUT = env.float("ZENITH_OAUTH_TIMEOUT", default=15.0)
+# A generic provider's endpoints must be https:// unless this is on (local development).
+ZENITH_OAUTH_ALLOW_HTTP = env.bool("ZENITH_OAUTH_ALLOW_HTTP", default=DEBUG)
 # Seconds a mailbox poll holds its lease without committing; a crashed poll's lease is
 # taken over at once on the same host, elsewhere when it expires.
 ZENITH_MAILBOX_LEASE_SECONDS = env.int("ZENITH_MAILBOX_LEASE_SECONDS", default=300)

@@ -2,8 +2,10 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from alerts import urls as alerts_urls
 from integrations import urls as integrations_urls
 from mlmodels import urls as mlmodels_urls
 from taskops import urls as taskops_urls
@@ -11,7 +13,7 @@ from taskops.metrics import metrics_view
 from tickets import urls as tickets_urls
 from zenith.api import APIRootView
 
-API_APPS = (tickets_urls, taskops_urls, mlmodels_urls, integrations_urls)
+API_APPS = (tickets_urls, taskops_urls, mlmodels_urls, integrations_urls, alerts_urls)
 
 api_root = APIRootView.as_view(
     routers=tuple(app.router for app in API_APPS),
@@ -31,6 +33,7 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/api/v1/", permanent=False), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
     path("api-auth/", include("rest_framework.urls")),

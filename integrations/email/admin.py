@@ -8,10 +8,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from integrations.email import selectors as email_selectors
 from integrations.email import services as email_services
-from integrations.models import EmailAttachment, InboundEmail, Mailbox
+from integrations.models import EmailAttachment, InboundEmail, Mailbox, MailboxAuthMethod
 from taskops.services import triggered_by_label
 
 
@@ -38,10 +40,25 @@ class MailboxForm(forms.ModelForm):
             "folder",
             "processed_folder",
             "enabled",
+            "auth_method",
+            "oauth_provider",
+            "oauth_authorize_url",
+            "oauth_token_url",
+            "oauth_scopes",
         ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Password login unless chosen otherwise (forms posted without the field keep working).
+        self.fields["auth_method"].required = False
+
+    def clean_auth_method(self) -> str:
+        return self.cleaned_data.get("auth_method") or MailboxAuthMethod.PASSWORD
 
     def clean_new_password(self) -> str:
         password: str = self.cleaned_data["new_password"]
+        if self.data.get("auth_method", self.instance.auth_method) == MailboxAuthMethod.OAUTH2:
+            return password  # OAuth2 mailboxes log in with the consented grant
         has_password = self.instance.pk and email_selectors.mailbox_has_password(
             mailbox=self.instance
         )
@@ -92,13 +109,15 @@ class MailboxAdmin(admin.ModelAdmin):
         "organization",
         "address",
         "security",
+        "auth_method",
+        "oauth_status",
         "enabled",
         "last_uid",
         "sync_in_progress",
         "last_success_at",
         "last_error",
     ]
-    list_filter = ["enabled", "security", "organization"]
+    list_filter = ["enabled", "security", "auth_method", "oauth_status", "organization"]
     search_fields = ["name", "host", "username", "organization__slug"]
     list_select_related = ["organization"]
     readonly_fields = [
@@ -111,6 +130,10 @@ class MailboxAdmin(admin.ModelAdmin):
         "last_error_at",
         "sync_lease_owner",
         "sync_lease_expires_at",
+        "oauth_account",
+        "oauth_status",
+        "oauth_status_reason",
+        "oauth_access_expires_at",
         "created_at",
         "updated_at",
     ]
@@ -199,6 +222,15 @@ class InboundEmailAdmin(admin.ModelAdmin):
     list_select_related = ["mailbox", "ticket"]
     list_per_page = 100
     inlines = [EmailAttachmentInline]
+    exclude = ["raw_file"]
+    readonly_fields = ["original"]
+
+    @admin.display(description="Original message")
+    def original(self, row: InboundEmail) -> str:
+        if not row.raw_file:
+            return "not kept (past ZENITH_RAW_MAIL_RETENTION_DAYS)"
+        url = reverse("inbound-email-raw", kwargs={"pk": row.pk})
+        return format_html('<a href="{}">download .eml ({} bytes)</a>', url, row.size)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -112,6 +112,8 @@ class MailboxConfig:
     # Called with the IP address the socket actually reached, before anything is sent;
     # False refuses it (the host may resolve differently now than when it was saved).
     peer_allowed: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+    # With an OAuth2 access token the login is SASL XOAUTH2 and the password is unused.
+    access_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         """Reject configurations that cannot possibly work."""
@@ -317,7 +319,9 @@ class ImapMailbox:
         cfg = self.config
         with _translate("login"):
             try:
-                if (cfg.username + cfg.password).isascii():
+                if cfg.access_token:
+                    client.oauth2_login(cfg.username, cfg.access_token)
+                elif (cfg.username + cfg.password).isascii():
                     client.login(cfg.username, cfg.password)
                 elif client.has_capability("AUTH=PLAIN"):
                     # LOGIN cannot carry non-ASCII; SASL PLAIN sends UTF-8.

@@ -12,6 +12,8 @@ from integrations.models import (
     InboundEmail,
     InboundEmailState,
     Mailbox,
+    MailboxAuthMethod,
+    OAuthStatus,
 )
 from tickets.models import Organization, Role
 from tickets.selectors import organization_list_for_user
@@ -44,14 +46,21 @@ def mailbox_list_for_user(*, user: Any, min_role: Role = Role.ADMIN) -> QuerySet
 
 
 def mailbox_list(
-    *, organization: Organization | None, enabled: bool | None = None
+    *, organization: Organization | None, enabled: bool | None = None, pollable: bool = False
 ) -> QuerySet[Mailbox]:
-    """An organization's mailboxes (every organization's with None), oldest first."""
+    """An organization's mailboxes (every organization's with None), oldest first.
+
+    ``pollable`` leaves out OAuth2 mailboxes waiting for an admin's (new) consent.
+    """
     mailboxes = _mailboxes().order_by("organization_id", "pk")
     if organization is not None:
         mailboxes = mailboxes.filter(organization=organization)
     if enabled is not None:
         mailboxes = mailboxes.filter(enabled=enabled)
+    if pollable:
+        mailboxes = mailboxes.exclude(
+            auth_method=MailboxAuthMethod.OAUTH2, oauth_status__in=["", OAuthStatus.NEEDS_CONSENT]
+        )
     return mailboxes
 
 
@@ -77,6 +86,19 @@ def mailbox_sync_in_progress(*, mailbox: Mailbox) -> bool:
 def organizations_with_mailboxes() -> QuerySet[Organization]:
     """Organizations with at least one enabled mailbox."""
     return Organization.objects.filter(mailboxes__enabled=True).distinct().order_by("slug")
+
+
+def inbound_email_list_for_user(
+    *, user: Any, min_role: Role = Role.ADMIN
+) -> QuerySet[InboundEmail]:
+    """Ledger rows of the mailboxes of organizations where the user holds ``min_role``."""
+    return (
+        InboundEmail.objects.filter(
+            organization__in=organization_list_for_user(user=user, min_role=min_role)
+        )
+        .select_related("organization", "mailbox")
+        .order_by("-received_at", "-pk")
+    )
 
 
 def inbound_email_by_keys(

@@ -6,12 +6,18 @@ never part of any response (``has_password`` says whether one is set).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.http import HttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from integrations.email import selectors as email_selectors
 from integrations.email import services as email_services
@@ -22,7 +28,7 @@ from integrations.email.serializers import (
     MailboxOutputSerializer,
     MailboxUpdateInputSerializer,
 )
-from integrations.models import InboundEmailState, Mailbox
+from integrations.models import InboundEmail, Mailbox
 from taskops.services import triggered_by_label
 from tickets.models import Role
 from tickets.permissions import require_role_of_members
@@ -89,20 +95,6 @@ class MailboxViewSet(
         )
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: InboundEmailOutputSerializer(many=True)})
-    @action(detail=True, methods=["get"])
-    def messages(self, request: Request, pk: str | None = None) -> Response:
-        """The mailbox's ledger, newest first (``?state=too_large``, ``rejected``, …)."""
-        mailbox = self.get_object()
-        state = request.query_params.get("state") or None
-        if state is not None and state not in InboundEmailState.values:
-            raise serializers.ValidationError({"state": [f"one of {InboundEmailState.values}"]})
-        rows = email_selectors.inbound_email_list(
-            organization=mailbox.organization, mailbox=mailbox, state=state
-        ).order_by("-received_at", "-id")
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(InboundEmailOutputSerializer(page, many=True).data)
-
     @extend_schema(request=None, responses={202: _TASK_ENQUEUED})
     @action(detail=True, methods=["post"])
     def sync(self, request: Request, pk: str | None = None) -> Response:
@@ -111,3 +103,65 @@ class MailboxViewSet(
             mailbox=self.get_object(), triggered_by=triggered_by_label(request.user)
         )
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+
+def _oauth_redirect_uri(request: Request) -> str:
+    """The callback URL registered with the providers (setting, or this server's own)."""
+    return settings.ZENITH_OAUTH_REDIRECT_URI or request.build_absolute_uri(
+        reverse("mailbox-oauth-callback")
+    )
+
+
+class MailboxOAuthCallbackView(APIView):
+    """Where the provider sends the admin back: stores the grant of the mailbox that the
+    (single-use, 10-minute) state names, if this same user started it."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str, required=True),
+            OpenApiParameter("code", str),
+            OpenApiParameter("error", str),
+        ],
+        responses={200: MailboxOutputSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        state = request.query_params.get("state", "")
+        if not state:
+            raise serializers.ValidationError({"state": ["missing"]})
+        if error := request.query_params.get("error"):
+            raise serializers.ValidationError({"error": [f"the provider did not grant: {error}"]})
+        code = request.query_params.get("code", "")
+        if not code:
+            raise serializers.ValidationError({"code": ["missing"]})
+        try:
+            mailbox = email_services.mailbox_oauth_complete(
+                state=state, code=code, user=request.user
+            )
+        except email_services.MailboxOAuthError as exc:
+            raise serializers.ValidationError({"state": [str(exc)]}) from exc
+        return Response(MailboxOutputSerializer(mailbox, context={"request": request}).data)
+
+
+class InboundEmailViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The inbound ledger of the organizations the caller administers: every message fetched,
+    what became of it (ticket, follow-up, duplicate, rejected...) and its original."""
+
+    serializer_class = InboundEmailOutputSerializer
+    filterset_fields = ["organization", "mailbox", "state"]
+
+    def get_queryset(self) -> QuerySet[InboundEmail]:
+        return email_selectors.inbound_email_list_for_user(user=self.request.user)
+
+    @extend_schema(responses={(200, "message/rfc822"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def raw(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The original message as received (.eml), while its retention period lasts."""
+        row = self.get_object()
+        data = email_services.raw_mail_read(row=row)
+        if data is None:
+            raise NotFound("the original of this message is no longer kept")
+        response = HttpResponse(data, content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="message-{row.pk}.eml"'
+        return response

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations import sync
+from taskops.progress import ProgressCallback, no_progress
+from tickets.management.progress import add_progress_argument, command_progress
 from tickets.models import Organization
 
 
@@ -23,8 +24,7 @@ class SyncCommand(BaseCommand):
     every_organization: ClassVar[str]  # whom the default covers, for --help
     nothing_to_sync: ClassVar[str]  # printed when no organization has the source
     failed_unit: ClassVar[str] = "account(s)"
-    # Foreground progress lines are printed at most this often (plus the last one).
-    progress_interval: ClassVar[float] = 0.0
+    on_progress: ProgressCallback = no_progress
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -38,6 +38,7 @@ class SyncCommand(BaseCommand):
             action="store_true",
             help="enqueue the sync task(s) and print the task id(s) instead of waiting",
         )
+        add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["org"]:
@@ -58,7 +59,9 @@ class SyncCommand(BaseCommand):
                 )
                 self.stdout.write(task_id if options["org"] else f"{organization.slug} {task_id}")
             else:
-                failed += self.sync_organization(organization)
+                with command_progress(self, options, f"{self.source} {organization.slug}") as cb:
+                    self.on_progress = cb
+                    failed += self.sync_organization(organization)
         if failed:
             raise CommandError(f"{failed} {self.failed_unit} could not be synced (see above)")
 
@@ -66,15 +69,6 @@ class SyncCommand(BaseCommand):
         """Sync one organization now, printing what happened; returns how many accounts failed."""
         raise NotImplementedError
 
-    def progress_printer(self) -> sync.ProgressCallback:
-        """A progress callback that prints `[done/total] message` lines."""
-        last_print = float("-inf")
-
-        def progress(done: int, total: int, message: str) -> None:
-            nonlocal last_print
-            now = time.monotonic()
-            if done == total or now - last_print >= self.progress_interval:
-                last_print = now
-                self.stdout.write(f"  [{done}/{total}] {message}")
-
-        return progress
+    def progress_printer(self) -> ProgressCallback:
+        """The running command's progress callback (a bar in a terminal, else plain lines)."""
+        return self.on_progress

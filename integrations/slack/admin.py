@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
 from integrations.slack import services as slack_services
 from integrations.slack.client import SlackTransientError
 from taskops.services import triggered_by_label
-from tickets.models import Organization
+from tickets.models import Organization, Role
+from tickets.selectors import organization_list_for_user
 
 # ------------------------------------------------------------------------------
 # --- Slack ---
@@ -92,7 +96,9 @@ class SlackWorkspaceForm(forms.ModelForm):
         token = self.cleaned_data.get("new_bot_token")
         if token:
             workspace.bot_token = token
-            workspace.last_error = ""
+            workspace.bot_user_id = workspace.bot_id = workspace.last_error = ""
+            # A pasted token does not rotate: the old install's refresh token is not its own.
+            workspace.bot_refresh_token, workspace.bot_token_expires_at = "", None
         identity = getattr(self, "_identity", None)
         if identity is not None:
             workspace.verified_team_id, workspace.verified_at = identity.team_id, timezone.now()
@@ -100,6 +106,16 @@ class SlackWorkspaceForm(forms.ModelForm):
         if commit:
             workspace.save()
         return workspace
+
+
+class SlackConnectForm(forms.Form):
+    """The organization a new workspace will belong to (those the user administers)."""
+
+    organization = forms.ModelChoiceField(queryset=Organization.objects.none())
+
+    def __init__(self, *args: Any, organizations: QuerySet[Organization], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].queryset = organizations.order_by("slug")  # type: ignore[attr-defined]
 
 
 class SlackChannelInline(admin.TabularInline):
@@ -119,17 +135,26 @@ class SlackWorkspaceAdmin(admin.ModelAdmin):
         "enabled",
         "verified_at",
         "bot_user_id",
+        "installed_via_oauth",
+        "disabled_reason",
         "last_sync_at",
         "last_error",
     ]
-    list_filter = ["enabled", "organization"]
+    list_filter = ["enabled", "installed_via_oauth", "organization"]
     search_fields = ["team_id", "name", "organization__slug"]
     list_select_related = ["organization"]
     readonly_fields = [
+        "disabled_reason",
+        "disabled_at",
         "bot_user_id",
         "bot_id",
         "verified_team_id",
         "verified_at",
+        "installed_via_oauth",
+        "installed_at",
+        "installed_by",
+        "scopes",
+        "bot_token_expires_at",
         "last_sync_at",
         "last_error",
         "last_error_at",
@@ -140,6 +165,32 @@ class SlackWorkspaceAdmin(admin.ModelAdmin):
     fields = ["organization", "team_id", "name", "new_bot_token", "enabled", *readonly_fields]
     inlines = [SlackChannelInline]
     actions = ["sync_now"]
+    change_list_template = "admin/integrations/slackworkspace/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        connect = path(
+            "connect/",
+            self.admin_site.admin_view(self.connect_view),
+            name="integrations_slackworkspace_connect",
+        )
+        return [connect, *super().get_urls()]
+
+    def connect_view(self, request: HttpRequest) -> HttpResponse:
+        """Choose one of the organizations the user administers, then "Add to Slack"."""
+        organizations = organization_list_for_user(user=request.user, min_role=Role.ADMIN)
+        form = SlackConnectForm(request.POST or None, organizations=organizations)
+        if request.method == "POST" and form.is_valid():
+            query = urlencode(
+                {"organization": form.cleaned_data["organization"].pk, "from": "admin"}
+            )
+            return HttpResponseRedirect(f"{reverse('slack-install')}?{query}")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Connect a Slack workspace",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/integrations/slackworkspace/connect.html", context)
 
     @admin.action(description="Sync now")
     def sync_now(self, request: HttpRequest, queryset: QuerySet[SlackWorkspace]) -> None:

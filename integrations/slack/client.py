@@ -17,7 +17,7 @@ from __future__ import annotations
 import http.client
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.error import URLError
 
 from slack_sdk import WebClient
@@ -31,17 +31,20 @@ __all__ = [
     "AUTH_ERROR_CODES",
     "HistoryPage",
     "MessageKind",
+    "RotatingTokenClient",
     "SlackAuthError",
     "SlackClientError",
     "SlackIdentity",
     "SlackTransientError",
     "SlackUser",
+    "TokenSource",
     "auth_identity",
     "auth_test",
     "classify_message",
     "iter_history",
     "iter_replies",
     "make_client",
+    "make_rotating_client",
     "post_message",
     "user_info",
 ]
@@ -362,3 +365,60 @@ def classify_message(message: dict[str, Any], *, bot_user_id: str | None) -> Mes
     if thread_ts and thread_ts != message.get("ts"):
         return "reply"
     return "ticket"
+
+
+# ------------------------------------------------------------------------------
+# --- Rotating tokens ---
+# ------------------------------------------------------------------------------
+
+
+class TokenSource(Protocol):
+    """Hands out a workspace's current bot token and renews it when Slack says it expired."""
+
+    def current(self) -> str: ...
+
+    def renew(self, *, expired: str) -> str: ...
+
+
+class RotatingTokenClient(WebClient):
+    """A WebClient that asks its token source before every call (so a long sync renews
+    its token between pages) and, once per call, renews a token Slack calls expired."""
+
+    def __init__(self, *, tokens: TokenSource, **kwargs: Any) -> None:
+        # The token is asked for at the first call, so building a client never fails.
+        super().__init__(token=None, **kwargs)
+        self.tokens = tokens
+
+    def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
+        self.token = self.tokens.current()
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            data = getattr(exc.response, "data", None)
+            if not isinstance(data, dict) or data.get("error") != "token_expired":
+                raise
+        # Clocks disagree or Slack expired it early: renew once and repeat the call.
+        self.token = self.tokens.renew(expired=self.token or "")
+        return super().api_call(api_method, **kwargs)
+
+
+def make_rotating_client(
+    *,
+    tokens: TokenSource,
+    base_url: str = DEFAULT_BASE_URL,
+    max_rate_limit_retries: int = 5,
+    max_connection_retries: int = 2,
+    timeout: int = 30,
+) -> RotatingTokenClient:
+    """``make_client`` for a token that rotates (``tokens`` renews it when it expires)."""
+    if not base_url.endswith("/"):
+        base_url += "/"
+    return RotatingTokenClient(
+        tokens=tokens,
+        base_url=base_url,
+        timeout=timeout,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=max_connection_retries),
+            RateLimitErrorRetryHandler(max_retry_count=max_rate_limit_retries),
+        ],
+    )

@@ -23,6 +23,8 @@ from slack_bolt.adapter.django import SlackRequestHandler
 from slack_bolt.authorization import AuthorizeResult
 
 from integrations.slack import services as slack_services
+from integrations.slack.client import SlackClientError
+from integrations.slack.services.install import WorkspaceTokens
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,20 @@ def _authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResul
     workspace = slack_services.slack_workspace_for_team(team_id=team_id or "")
     if workspace is None:
         return None
+    bot_token = None
+    if workspace.enabled:
+        # A rotating token is renewed here when due, as Bolt's own authorize does; the
+        # event is still recorded when that fails (its task renews or reports it).
+        try:
+            bot_token = WorkspaceTokens(workspace).current()
+        except SlackClientError as exc:
+            logger.warning("slack token refresh failed for %s: %s", workspace.team_id, exc)
     return AuthorizeResult(
         enterprise_id=enterprise_id,
         team_id=workspace.team_id,
         bot_user_id=workspace.bot_user_id or None,
         bot_id=workspace.bot_id or None,
+        bot_token=bot_token,
     )
 
 
@@ -86,5 +97,5 @@ def slack_events_view(request: HttpRequest) -> HttpResponse:
     handler = _handler()
     if handler is None:
         # Without a secret nothing can be verified; refuse rather than trust the caller.
-        return JsonResponse({"error": "SLACK_SIGNING_SECRET is not configured"}, status=503)
+        return JsonResponse({"detail": "SLACK_SIGNING_SECRET is not configured"}, status=503)
     return handler.handle(request)

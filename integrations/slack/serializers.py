@@ -33,6 +33,7 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
     organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     has_bot_token = serializers.SerializerMethodField()
     verified = serializers.BooleanField(read_only=True)
+    token_rotates = serializers.SerializerMethodField()
 
     class Meta:
         model = SlackWorkspace
@@ -48,6 +49,12 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
             "verified_team_id",
             "verified_at",
             "bot_user_id",
+            "installed_via_oauth",
+            "installed_at",
+            "scopes",
+            "token_rotates",
+            "disabled_reason",
+            "disabled_at",
             "last_sync_at",
             "last_error",
             "last_error_at",
@@ -57,6 +64,9 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
 
     def get_has_bot_token(self, workspace: SlackWorkspace) -> bool:
         return bool(workspace.bot_token)
+
+    def get_token_rotates(self, workspace: SlackWorkspace) -> bool:
+        return workspace.bot_token_expires_at is not None
 
 
 class SlackWorkspaceCreateInputSerializer(serializers.Serializer):
@@ -91,6 +101,7 @@ class SlackWorkspaceUpdateInputSerializer(StrictInputSerializer):
 class SlackChannelOutputSerializer(serializers.ModelSerializer):
     team_id = serializers.CharField(source="workspace.team_id", read_only=True)
     organization = serializers.IntegerField(source="workspace.organization_id", read_only=True)
+    organization_slug = serializers.CharField(source="workspace.organization.slug", read_only=True)
     sync_in_progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -100,6 +111,7 @@ class SlackChannelOutputSerializer(serializers.ModelSerializer):
             "workspace",
             "team_id",
             "organization",
+            "organization_slug",
             "channel_id",
             "name",
             "enabled",

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from django.contrib import messages as django_messages
 from django.db import IntegrityError
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.http import HttpResponse
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import APIException
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
+from slack_bolt.adapter.django.handler import to_bolt_request, to_django_response
 
 from integrations.models import SlackChannel, SlackWorkspace
+from integrations.slack import oauth as slack_oauth
 from integrations.slack import selectors as slack_selectors
 from integrations.slack import services as slack_services
 from integrations.slack.client import SlackTransientError
@@ -23,7 +30,7 @@ from integrations.slack.serializers import (
     SlackWorkspaceUpdateInputSerializer,
 )
 from tickets.models import Role
-from tickets.permissions import require_role_of_members
+from tickets.permissions import organization_for_role, require_role_of_members
 
 
 class SlackUnavailable(APIException):
@@ -147,3 +154,78 @@ class SlackChannelViewSet(
             channel=channel, data=serializer.validated_data
         )
         return Response(SlackChannelOutputSerializer(channel, context={"request": request}).data)
+
+
+# ------------------------------------------------------------------------------
+# --- "Add to Slack" (OAuth v2 install) ---
+# ------------------------------------------------------------------------------
+
+ADMIN_RETURN = "admin"
+
+
+def _oauth_unavailable() -> Response:
+    return Response(
+        {"detail": "Slack OAuth is not configured (SLACK_CLIENT_ID, SLACK_CLIENT_SECRET)."},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+class SlackInstallView(APIView):
+    """GET integrations/slack/install?organization=ID: to Slack's consent page (org admins).
+
+    The state in the URL is bound to the organization and the caller, used once, and
+    good for 10 minutes; ``from=admin`` brings the browser back to the admin afterwards.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("organization", int, required=True)],
+        responses={302: None},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        raw = request.query_params.get("organization", "")
+        if not raw.isdigit():
+            raise serializers.ValidationError(
+                {"organization": "an organization id (integer) is required"}
+            )
+        organization = organization_for_role(
+            user=request.user, organization_id=int(raw), role=Role.ADMIN
+        )
+        if not slack_oauth.oauth_configured():
+            return _oauth_unavailable()
+        return_to = ""
+        if request.query_params.get("from") == ADMIN_RETURN and request.user.is_staff:
+            return_to = reverse("admin:integrations_slackworkspace_changelist")
+        bolt_request = to_bolt_request(request._request)
+        bolt_request.context[slack_oauth.ORGANIZATION] = organization
+        bolt_request.context[slack_oauth.USER] = request.user
+        bolt_request.context[slack_oauth.RETURN_TO] = return_to
+        return to_django_response(slack_oauth.oauth_flow().handle_installation(bolt_request))
+
+
+class SlackOAuthCallbackView(APIView):
+    """GET integrations/slack/oauth/callback: Slack's redirect after consent.
+
+    Bolt's flow checks the state (and that it is the caller's), exchanges the code with
+    ``oauth.v2.access`` and stores the workspace from Slack's answer: an HTML page (or
+    JSON ``{"detail"}`` when asked for) says what happened; 409 when another organization
+    holds the team.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: None, 302: None, 400: None, 409: None})
+    def get(self, request: Request) -> HttpResponse:
+        if not slack_oauth.oauth_configured():
+            return _oauth_unavailable()
+        bolt_request = to_bolt_request(request._request)
+        bolt_request.context[slack_oauth.USER] = request.user
+        response = to_django_response(slack_oauth.oauth_flow().handle_callback(bolt_request))
+        installed = bolt_request.context.get(slack_oauth.INSTALLED)
+        if installed and response.status_code == status.HTTP_302_FOUND:
+            django_messages.success(request._request, f"Slack workspace {installed} connected.")
+        # A person's browser lands here from Slack: its error pages stay readable HTML
+        # (JSON when the caller asked for JSON); see zenith.api.APIErrorMiddleware.
+        response.human_page = True  # type: ignore[attr-defined]
+        return response

@@ -6,6 +6,7 @@ route whose lookup kwarg the sweep cannot fill fails the test until someone teac
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ import pytest
 from django.apps import apps
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from integrations.models import Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
-from taskops.models import AlertIncident, AlertRule, TaskRecord, TaskState
+from taskops.models import TaskRecord, TaskState
+from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
 from tests.mlmodels.conftest import purge_queues
 from tickets.models import Organization, Role, Ticket
 
@@ -26,7 +29,15 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.django_db(transa
 
 PREFIX = "api/v1/"
 SECRET = "globex-secret-7f3a"
-SNAPSHOT_APPS = ("tickets", "taskops", "mlmodels", "integrations", "django_celery_results")
+SNAPSHOT_APPS = (
+    "tickets",
+    "taskops",
+    "mlmodels",
+    "integrations",
+    "alerts",
+    "django_celery_results",
+    "django_celery_beat",
+)
 # Every field name a request body might use to point at another organization's objects.
 FOREIGN_FIELDS = ("organization", "organization_id", "ticket_id", "ticket_ids", "workspace")
 DENIED = {400, 401, 403, 404}
@@ -95,13 +106,18 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         updated_at=now,
         finished_at=now,
     )
-    rule = AlertRule.objects.create(
+    rule = AlertRuleFactory(
         organization=org, name=SECRET, task_pattern="taskops.*", email_recipients=[SECRET]
     )
-    incident = AlertIncident.objects.create(
-        rule=rule, organization=org, summary=SECRET, opened_at=now, last_seen_at=now
+    incident = AlertIncidentFactory(rule=rule, summary=SECRET, opened_at=now)
+    schedule = PeriodicTask.objects.create(
+        name=SECRET,
+        task="integrations.tasks.process_email_tickets",
+        kwargs=json.dumps({"organization_id": org.pk, "note": SECRET}),
+        interval=IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES),
     )
     return {
+        "schedule": schedule,
         "organization": org,
         "ticket": ticket,
         "rule": rule,
@@ -132,6 +148,7 @@ def test_another_organizations_ids_answer_404_on_every_route_and_change_nothing(
         "integrations/mailboxes": foreign["mailbox"].pk,
         "alerts/rules": foreign["rule"].pk,
         "alerts/incidents": foreign["incident"].pk,
+        "schedules": foreign["schedule"].pk,
     }
     by_kwarg = {"task_id": foreign["record"].task_id, "org_id": foreign["organization"].pk}
     body = {

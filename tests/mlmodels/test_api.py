@@ -191,7 +191,7 @@ def test_models_list_shows_metrics_and_filters(api_client, organization):
 
     assert [row["id"] for row in rows] == [active.pk]
     assert rows[0]["metrics"]["macro_f1"] == rows[0]["macro_f1"] == 0.7
-    assert rows[0]["organization"] == "acme"
+    assert (rows[0]["organization"], rows[0]["organization_slug"]) == (organization.pk, "acme")
     assert "test_ticket_ids" not in rows[0]
     assert api_client.get(f"/api/v1/models?organization={organization.pk}").data["count"] == 3
     assert (

@@ -61,11 +61,15 @@ def huge(size: int) -> bytes:
     headers += [("Content-Type", f'multipart/mixed; boundary="{boundary}"')]
     payload = base64.encodebytes(os.urandom(size * 3 // 4))
     body = (
-        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n"
-        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-        f'Content-Disposition: attachment; filename="backup.tar"\r\n'
-        f"Content-Transfer-Encoding: base64\r\n\r\n"
-    ).encode() + payload.replace(b"\n", b"\r\n") + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached.\r\n"
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f'Content-Disposition: attachment; filename="backup.tar"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + payload.replace(b"\n", b"\r\n")
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return samples.build(headers, body)
 
 

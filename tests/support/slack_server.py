@@ -14,15 +14,17 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hmac
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -639,6 +641,309 @@ def _make_handler(api: SlackApiServer) -> type[BaseHTTPRequestHandler]:
 def slack_api() -> Iterator[SlackApiServer]:
     """A fresh running Slack API server; ``DEFAULT_TOKEN`` is valid for ``DEFAULT_TEAM_ID``."""
     server = SlackApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------
+# --- OAuth v2: "Add to Slack", token rotation, uninstall events ---
+# ------------------------------------------------------------------------------
+
+OAUTH_CLIENT_ID = "1111.2222"
+OAUTH_CLIENT_SECRET = "oauth-client-secret"
+OAUTH_APP_ID = "A0OAUTH01"
+
+
+@dataclass
+class OAuthTeam:
+    """The team the authorize page approves for, and how its tokens are issued."""
+
+    team_id: str
+    team: str
+    bot_user_id: str = "UBOTOAUTH"
+    bot_id: str = "BBOTOAUTH"
+    installer: str = "UINSTALLER"
+    # Rotation on: oauth.v2.access answers refresh_token + expires_in (Slack's 12 hours).
+    rotation: bool = False
+    expires_in: int = 43200
+
+
+class SlackOAuthServer(SlackApiServer):
+    """``SlackApiServer`` plus Slack's OAuth side, served on the same port.
+
+    * ``GET /oauth/v2/authorize``: checks the client id, then approves at once for
+      ``approving`` (or answers ``error=access_denied`` when ``consent`` is False) by
+      redirecting to ``redirect_uri`` (or the app's registered ``redirect_url``) with a
+      single-use code and the state.
+    * ``POST /api/oauth.v2.access``: client credentials by HTTP Basic or form fields;
+      ``code`` exchanges a code, ``grant_type=refresh_token`` rotates (each refresh token
+      works once, like Slack's). Issued tokens are valid for ``auth.test`` and the rest.
+    * Access tokens of rotating teams expire (``token_expired``) at their ``expires_in``
+      or when a test calls ``expire_token``.
+    * ``uninstall(team_id)`` revokes the team's tokens and delivers signed
+      ``app_uninstalled`` and ``tokens_revoked`` events to ``events_url``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client_id = OAUTH_CLIENT_ID
+        self.client_secret = OAUTH_CLIENT_SECRET
+        self.redirect_url: str | None = None
+        self.approving: OAuthTeam | None = None
+        self.consent = True
+        self.events_url: str | None = None
+        self.signing_secret: str | None = None
+        self._codes: dict[str, tuple[OAuthTeam, str | None]] = {}
+        self._refresh_tokens: dict[str, OAuthTeam] = {}
+        self.token_expiry: dict[str, float] = {}
+        self._expire_after: tuple[str, int] | None = None
+        self._serial = 0
+
+    @property
+    def authorize_url(self) -> str:
+        return self.url.replace("/api/", "/oauth/v2/authorize")
+
+    def approve(self, team: OAuthTeam) -> OAuthTeam:
+        """The team whose admin approves the next installs."""
+        with self._lock:
+            self.approving = team
+        return team
+
+    def expire_token(self, token: str) -> None:
+        """Make ``token`` expired now (Slack answers ``token_expired``)."""
+        with self._lock:
+            self.token_expiry[token] = 0
+
+    def tokens_of(self, team_id: str) -> list[str]:
+        with self._lock:
+            return [t for t, ws in self.workspaces.items() if ws.team_id == team_id]
+
+    def revoke_refresh_tokens(self) -> None:
+        """Forget every refresh token (as after the app's tokens were revoked)."""
+        with self._lock:
+            self._refresh_tokens.clear()
+
+    def refresh_count(self) -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self.requests
+                if r.method == "oauth.v2.access" and r.params.get("grant_type") == "refresh_token"
+            )
+
+    # ------------------------------------------------------------------ authorize
+
+    def authorize(self, params: dict[str, Any]) -> tuple[int, str]:
+        """(HTTP status, Location or error text) of the consent page."""
+        with self._lock:
+            if params.get("client_id") != self.client_id:
+                return 400, "invalid_client_id"
+            redirect = params.get("redirect_uri") or self.redirect_url
+            if not redirect or (self.redirect_url and redirect != self.redirect_url):
+                return 400, "bad_redirect_uri"
+            state = params.get("state", "")
+            if not self.consent or self.approving is None:
+                return 302, f"{redirect}?{urlencode({'error': 'access_denied', 'state': state})}"
+            code = self._new("code")
+            self._codes[code] = (self.approving, params.get("redirect_uri"))
+            return 302, f"{redirect}?{urlencode({'code': code, 'state': state})}"
+
+    # ------------------------------------------------------------------ oauth.v2.access
+
+    def _new(self, kind: str) -> str:
+        self._serial += 1
+        return f"{kind}-{self._serial:04d}-{time.monotonic_ns() % 10**6:06d}"
+
+    def _issue(self, team: OAuthTeam) -> dict[str, Any]:
+        token = f"xoxb-{team.team_id.lower()}-{self._new('tok')}"
+        self.add_workspace(
+            token=token,
+            team_id=team.team_id,
+            team=team.team,
+            bot_user_id=team.bot_user_id,
+            bot_id=team.bot_id,
+        )
+        answer: dict[str, Any] = {"access_token": token, "token_type": "bot"}
+        if team.rotation:
+            refresh = f"xoxe-1-{self._new('refresh')}"
+            self._refresh_tokens[refresh] = team
+            self.token_expiry[token] = time.time() + team.expires_in
+            answer.update(refresh_token=refresh, expires_in=team.expires_in)
+        return answer
+
+    def oauth_access(
+        self, params: dict[str, Any], basic: tuple[str, str] | None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(
+                    time=time.monotonic(),
+                    method="oauth.v2.access",
+                    params={k: v for k, v in params.items() if k != "client_secret"},
+                    token=None,
+                    status=200,
+                    rate_limited=False,
+                )
+            )
+            client_id, secret = basic or (params.get("client_id"), params.get("client_secret"))
+            if client_id != self.client_id:
+                return 200, {}, {"ok": False, "error": "invalid_client_id"}
+            if secret != self.client_secret:
+                return 200, {}, {"ok": False, "error": "bad_client_secret"}
+            if params.get("grant_type") == "refresh_token":
+                team = self._refresh_tokens.pop(str(params.get("refresh_token") or ""), None)
+                if team is None:
+                    return 200, {}, {"ok": False, "error": "invalid_refresh_token"}
+                return 200, {}, {"ok": True, **self._issue(team), "team": {"id": team.team_id}}
+            grant = self._codes.pop(str(params.get("code") or ""), None)
+            if grant is None:
+                return 200, {}, {"ok": False, "error": "invalid_code"}
+            team, redirect_uri = grant
+            if redirect_uri and params.get("redirect_uri") != redirect_uri:
+                return 200, {}, {"ok": False, "error": "bad_redirect_uri"}
+            return (
+                200,
+                {},
+                {
+                    "ok": True,
+                    "app_id": OAUTH_APP_ID,
+                    "authed_user": {"id": team.installer},
+                    "scope": str(params.get("scope") or "channels:history,users:read"),
+                    "bot_user_id": team.bot_user_id,
+                    "team": {"id": team.team_id, "name": team.team},
+                    "enterprise": None,
+                    "is_enterprise_install": False,
+                    **self._issue(team),
+                },
+            )
+
+    def expire_after(self, method: str, calls: int) -> None:
+        """Expire the token in use once ``calls`` more ``method`` calls succeeded with it."""
+        with self._lock:
+            self._expire_after = (method, calls)
+
+    def _dispatch(
+        self, *, method: str, params: dict[str, Any], token: str | None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        expiry = self.token_expiry.get(token or "")
+        if expiry is not None and expiry <= time.time():
+            return 200, {}, {"ok": False, "error": "token_expired"}
+        status, headers, body = super()._dispatch(method=method, params=params, token=token)
+        pending = self._expire_after
+        if pending and pending[0] == method and body.get("ok"):
+            if pending[1] <= 1:
+                self._expire_after = None
+                self.token_expiry[token or ""] = 0
+            else:
+                self._expire_after = (method, pending[1] - 1)
+        return status, headers, body
+
+    # ------------------------------------------------------------------ uninstall
+
+    def uninstall(self, team_id: str) -> list[dict[str, Any]]:
+        """Revoke the team's tokens and deliver the two events Slack sends; returns them."""
+        tokens = self.tokens_of(team_id)
+        bots = sorted({self.workspaces[token].bot_user_id for token in tokens})
+        for token in tokens:
+            self.revoke(token, "token_revoked")
+        events: list[dict[str, Any]] = [
+            {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": bots}},
+            {"type": "app_uninstalled"},
+        ]
+        payloads = []
+        for event in events:
+            payload = {
+                "token": "legacy",
+                "team_id": team_id,
+                "api_app_id": OAUTH_APP_ID,
+                "event": {**event, "event_ts": f"{time.time():.6f}"},
+                "type": "event_callback",
+                "event_id": f"Ev{self._new('uninstall').replace('-', '').upper()[:12]}",
+                "event_time": int(time.time()),
+            }
+            payloads.append(payload)
+            if self.events_url and self.signing_secret:
+                self._deliver(payload)
+        return payloads
+
+    def _deliver(self, payload: dict[str, Any]) -> int:
+        body = json.dumps(payload).encode()
+        stamp = str(int(time.time()))
+        digest = hmac.new(
+            (self.signing_secret or "").encode(), b"v0:" + stamp.encode() + b":" + body, "sha256"
+        ).hexdigest()
+        request = urllib.request.Request(  # noqa: S310 - a local test URL
+            self.events_url or "",
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": stamp,
+                "X-Slack-Signature": f"v0={digest}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+
+    def start(self) -> SlackOAuthServer:
+        """Serve the Web API and the OAuth pages on one port on 127.0.0.1."""
+        handler = _make_oauth_handler(self, _make_handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="slack-oauth-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+
+def _make_oauth_handler(
+    api: SlackOAuthServer, base: type[BaseHTTPRequestHandler]
+) -> type[BaseHTTPRequestHandler]:
+    class OAuthHandler(base):  # type: ignore[valid-type,misc]
+        def do_GET(self) -> None:
+            split = urlsplit(self.path)
+            if split.path == "/oauth/v2/authorize":
+                status, location = api.authorize(dict(parse_qsl(split.query)))
+                if status == 302:
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._reply(status, {}, {"ok": False, "error": location})
+                return
+            super().do_GET()
+
+        def do_POST(self) -> None:
+            split = urlsplit(self.path)
+            if split.path != "/api/oauth.v2.access":
+                super().do_POST()
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            params: dict[str, Any] = dict(parse_qsl(split.query))
+            params.update(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+            basic = None
+            auth = self.headers.get("Authorization") or ""
+            if auth.lower().startswith("basic "):
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+                basic = (user, password)
+            status, headers, body = api.oauth_access(params, basic)
+            self._reply(status, headers, body)
+
+    return OAuthHandler
+
+
+@pytest.fixture
+def slack_oauth_api() -> Iterator[SlackOAuthServer]:
+    """A running ``SlackOAuthServer`` (also a full ``SlackApiServer``)."""
+    server = SlackOAuthServer().start()
     try:
         yield server
     finally:

@@ -98,8 +98,7 @@ def test_status_shows_everything_about_a_task(api_client, failed, organization):
     assert body["task_id"] == failed.task_id
     assert body["name"] == "taskops.tasks.diagnostic_fail"
     assert body["state"] == "FAILURE"
-    assert body["organization"] == "acme"
-    assert body["organization_id"] == organization.pk
+    assert (body["organization"], body["organization_slug"]) == (organization.pk, "acme")
     assert body["args"] == [3]
     assert body["kwargs"] == {"failures": 9, "organization_id": organization.pk}
     assert body["error"].startswith("TransientError")

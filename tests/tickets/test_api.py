@@ -94,7 +94,7 @@ def test_list_and_detail_render_every_field_as_drf_does(api_client, organization
     fresh = Ticket.objects.filter(organization=organization)
     assert rows == [_as_drf_renders(TicketOutputSerializer, ticket) for ticket in fresh]
     assert detail == _as_drf_renders(TicketDetailOutputSerializer, fresh.get(pk=tickets[0].pk))
-    assert list(rows[0])[:3] == ["id", "organization", "organization_id"]
+    assert list(rows[0])[:3] == ["id", "organization", "organization_slug"]
 
 
 def test_create_and_retrieve(api_client, organization):

@@ -50,6 +50,7 @@ def test_make_run_serves_the_demo_and_stops_on_sigterm(tmp_path):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    started = time.monotonic()
     try:
         deadline = time.monotonic() + 400
         output = ""
@@ -62,10 +63,18 @@ def test_make_run_serves_the_demo_and_stops_on_sigterm(tmp_path):
         else:
             pytest.fail(f"make run did not come up:\n{output[-3000:]}")
 
-        token = re.search(r"demo API token: (\w+)", output).group(1)
+        token = re.search(r"Authorization: Token (\w+)", output).group(1)
         assert "login demo / zenith-demo" in output
+        # The login and token come last, after the import's lines.
+        assert output.rstrip().endswith("Press Ctrl-C to stop web, worker and beat.")
         headers = {"Authorization": f"Token {token}"}
         base = f"http://127.0.0.1:{port}"
+        root = requests.get(f"{base}/", timeout=30, allow_redirects=False)
+        assert root.status_code == 302
+        assert root.headers["Location"] == "/api/v1/"
+        answered = requests.get(f"{base}/api/v1/", headers=headers, timeout=30)
+        assert answered.status_code == 200
+        print(f"make run answered /api/v1/ {time.monotonic() - started:.1f}s after its start")
         schema = requests.get(f"{base}/api/v1/schema/", headers=headers, timeout=30)
         assert schema.status_code == 200
         assert "/api/v1/tickets/" in schema.text
@@ -73,12 +82,30 @@ def test_make_run_serves_the_demo_and_stops_on_sigterm(tmp_path):
         assert tickets.status_code == 200
         assert tickets.json()["count"] == 5431
         assert requests.get(f"{base}/admin/login/", timeout=30).status_code == 200
+        # Training ran on the worker meanwhile, then classified the imported tickets.
+        while time.monotonic() < deadline:
+            models = requests.get(f"{base}/api/v1/models/", headers=headers, timeout=30).json()
+            active = {m["target"] for m in models["results"] if m["status"] == "active"}
+            if active == {"category", "priority"} and _classified(base, headers):
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"the demo model was not trained and applied:\n{models}")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     assert process.returncode == 0
     assert not port_open("127.0.0.1", port)
     assert processes_with_env(f"ZENITH_BROKER_DIR={tmp_path / 'broker'}") == []
+
+
+def _classified(base: str, headers: dict[str, str]) -> bool:
+    """Whether the worker's batch classification has reached the demo's tickets."""
+    page = requests.get(f"{base}/api/v1/tickets/?page_size=5", headers=headers, timeout=30).json()
+    return all(
+        ticket["predictions"]["category"] and ticket["predictions"]["priority"]
+        for ticket in page["results"]
+    )
 
 
 def processes_with_env(marker: str) -> list[int]:

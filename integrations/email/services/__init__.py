@@ -21,7 +21,6 @@ from integrations.email.services.enqueue import (
     email_sync_enqueue,
     email_sync_organization,
     email_sync_organization_summary,
-    logger,
     mailbox_poll_enqueue,
     mailbox_poll_enqueue_all,
 )
@@ -44,6 +43,7 @@ from integrations.email.services.mailboxes import (
     MailboxPasswordRequired,
     imap_address_allowed,
     mailbox_config,
+    mailbox_connect,
     mailbox_create,
     mailbox_credentials_rotate,
     mailbox_destination_check,
@@ -51,6 +51,15 @@ from integrations.email.services.mailboxes import (
     mailbox_test_connection_enqueue,
     mailbox_test_connection_summary,
     mailbox_update,
+)
+from integrations.email.services.oauth import (
+    MailboxNeedsConsent,
+    MailboxOAuthError,
+    mailbox_access_token,
+    mailbox_needs_consent,
+    mailbox_oauth_complete,
+    mailbox_oauth_provider,
+    mailbox_oauth_start,
 )
 from integrations.email.services.poll import (
     FETCH_BATCH_BYTES,
@@ -60,6 +69,7 @@ from integrations.email.services.poll import (
     mailbox_poll,
     mailbox_poll_summary,
 )
+from integrations.email.services.raw import raw_mail_prune, raw_mail_read, raw_mail_store
 
 __all__ = [
     "FETCH_BATCH_BYTES",
@@ -74,6 +84,8 @@ __all__ = [
     "MailboxDestinationRefused",
     "MailboxLeaseLost",
     "MailboxLocationLocked",
+    "MailboxNeedsConsent",
+    "MailboxOAuthError",
     "MailboxPasswordRequired",
     "MailboxSyncReport",
     "email_ingest",
@@ -83,12 +95,18 @@ __all__ = [
     "email_sync_organization_summary",
     "imap_address_allowed",
     "logger",
+    "mailbox_access_token",
     "mailbox_config",
+    "mailbox_connect",
     "mailbox_create",
     "mailbox_credentials_rotate",
     "mailbox_destination_check",
     "mailbox_lease_acquire",
     "mailbox_lease_release",
+    "mailbox_needs_consent",
+    "mailbox_oauth_complete",
+    "mailbox_oauth_provider",
+    "mailbox_oauth_start",
     "mailbox_poll",
     "mailbox_poll_enqueue",
     "mailbox_poll_enqueue_all",
@@ -97,4 +115,7 @@ __all__ = [
     "mailbox_test_connection_enqueue",
     "mailbox_test_connection_summary",
     "mailbox_update",
+    "raw_mail_prune",
+    "raw_mail_read",
+    "raw_mail_store",
 ]

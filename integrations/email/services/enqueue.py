@@ -69,7 +69,9 @@ def mailbox_poll_enqueue_all(
     """One poll task per enabled mailbox (of one organization, or all); {mailbox id: task id}."""
     return {
         str(mailbox.pk): mailbox_poll_enqueue(mailbox=mailbox, triggered_by=triggered_by)
-        for mailbox in email_selectors.mailbox_list(organization=organization, enabled=True)
+        for mailbox in email_selectors.mailbox_list(
+            organization=organization, enabled=True, pollable=True
+        )
     }
 
 

@@ -22,6 +22,7 @@ from integrations.email.parsing import (
     parse_message,
 )
 from integrations.email.services.lease import MailboxLeaseLost
+from integrations.email.services.raw import raw_mail_store
 from integrations.models import (
     EmailAttachment,
     InboundEmail,
@@ -215,6 +216,7 @@ def _new_row(
         uidvalidity=uidvalidity,
         uid=uid,
         size=min(len(raw), 2**31 - 1),
+        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw),
     )
     if parsed is not None:
         row.message_id = (parsed.message_id or "")[:998]

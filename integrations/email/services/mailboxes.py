@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -16,12 +17,17 @@ from integrations.email import selectors as email_selectors
 from integrations.email.client import (
     FAILURE_MESSAGES,
     ConnectionTestResult,
+    ImapAuthError,
+    ImapMailbox,
     MailboxConfig,
     test_connection,
 )
-from integrations.models import (
-    Mailbox,
+from integrations.email.services.oauth import (
+    MailboxNeedsConsent,
+    MailboxOAuthError,
+    mailbox_access_token,
 )
+from integrations.models import Mailbox, MailboxAuthMethod, OAuthStatus
 from taskops.services import task_enqueue
 from tickets.models import Organization
 
@@ -38,6 +44,20 @@ _CONFIG_FIELDS = (
     "folder",
     "processed_folder",
     "enabled",
+    "auth_method",
+    "oauth_provider",
+    "oauth_authorize_url",
+    "oauth_token_url",
+    "oauth_scopes",
+)
+_OAUTH_GRANT_FIELDS = (
+    "auth_method",
+    "oauth_provider",
+    "oauth_authorize_url",
+    "oauth_token_url",
+    "oauth_scopes",
+    "username",
+    "host",
 )
 
 
@@ -129,19 +149,30 @@ def mailbox_create(
     name: str,
     host: str,
     username: str,
-    password: str,
+    password: str = "",
     port: int = 993,
     security: str = "ssl",
     folder: str = "INBOX",
     processed_folder: str = "",
     enabled: bool = True,
+    auth_method: str = MailboxAuthMethod.PASSWORD,
+    oauth_provider: str = "",
+    oauth_authorize_url: str = "",
+    oauth_token_url: str = "",
+    oauth_scopes: str = "",
 ) -> Mailbox:
-    """Add a mailbox to poll; the password is stored encrypted.
+    """Add a mailbox to poll; the password is stored encrypted. An OAuth2 mailbox polls
+    once an admin consented (``mailbox_oauth_start``).
 
     MailboxDestinationRefused for plain text or an internal host outside DEBUG.
     """
     mailbox_destination_check(host=host, port=port, security=security)
     return Mailbox.objects.create(
+        auth_method=auth_method,
+        oauth_provider=oauth_provider,
+        oauth_authorize_url=oauth_authorize_url,
+        oauth_token_url=oauth_token_url,
+        oauth_scopes=oauth_scopes,
         organization=organization,
         name=name,
         host=host,
@@ -194,6 +225,19 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
     if moved:
         mailbox.uidvalidity, mailbox.last_uid = None, 0
         changed += ["uidvalidity", "last_uid"]
+    if any(name in changed for name in _OAUTH_GRANT_FIELDS):
+        # A grant belongs to one provider and account: another one needs consent anew.
+        mailbox.oauth_refresh_token = mailbox.oauth_access_token = ""
+        mailbox.oauth_access_expires_at, mailbox.oauth_account = None, ""
+        mailbox.oauth_status, mailbox.oauth_status_reason = OAuthStatus.NOT_CONNECTED, ""
+        changed += [
+            "oauth_refresh_token",
+            "oauth_access_token",
+            "oauth_access_expires_at",
+            "oauth_account",
+            "oauth_status",
+            "oauth_status_reason",
+        ]
     if changed:
         mailbox.save(update_fields=[*changed, "updated_at"])
     return mailbox
@@ -220,14 +264,20 @@ def _ssl_context() -> ssl.SSLContext:
     return context
 
 
-def mailbox_config(*, mailbox: Mailbox, timeout: float | None = None) -> MailboxConfig:
-    """What the IMAP client needs to reach the mailbox (decrypts the password).
+def mailbox_config(
+    *, mailbox: Mailbox, force_refresh: bool = False, timeout: float | None = None
+) -> MailboxConfig:
+    """What the IMAP client needs to reach the mailbox (decrypts the password, or gets an
+    OAuth2 access token, refreshing it when due or when ``force_refresh``).
 
     Outside DEBUG a plain-text mailbox fails here (ValueError) unless allowed, and the
     client refuses to log in to an address ``imap_address_allowed`` refuses.
     """
     if mailbox.security == "none" and not (settings.DEBUG or settings.ZENITH_IMAP_ALLOW_PLAINTEXT):
         raise ValueError("plain-text IMAP is not allowed (ZENITH_IMAP_ALLOW_PLAINTEXT)")
+    access_token = ""
+    if mailbox.auth_method == MailboxAuthMethod.OAUTH2:
+        access_token = mailbox_access_token(mailbox=mailbox, force_refresh=force_refresh)
     return MailboxConfig(
         host=mailbox.host,
         port=mailbox.port,
@@ -239,7 +289,24 @@ def mailbox_config(*, mailbox: Mailbox, timeout: float | None = None) -> Mailbox
         timeout=timeout or settings.ZENITH_IMAP_TIMEOUT,
         ssl_context=_ssl_context() if mailbox.security != "none" else None,
         peer_allowed=imap_address_allowed,
+        access_token=access_token,
     )
+
+
+@contextmanager
+def mailbox_connect(*, mailbox: Mailbox) -> Iterator[ImapMailbox]:
+    """A logged-in IMAP session; an OAuth2 login refused once is retried with a fresh token
+    (providers may end a token before the lifetime they announced)."""
+    imap = ImapMailbox(mailbox_config(mailbox=mailbox))
+    try:
+        imap.connect()
+    except ImapAuthError:
+        if mailbox.auth_method != MailboxAuthMethod.OAUTH2:
+            raise
+        imap = ImapMailbox(mailbox_config(mailbox=mailbox, force_refresh=True))
+        imap.connect()
+    with imap:
+        yield imap
 
 
 def mailbox_test_connection(*, mailbox: Mailbox) -> ConnectionTestResult:
@@ -250,6 +317,10 @@ def mailbox_test_connection(*, mailbox: Mailbox) -> ConnectionTestResult:
     """
     try:
         config = mailbox_config(mailbox=mailbox, timeout=settings.ZENITH_IMAP_TEST_TIMEOUT)
+    except (MailboxOAuthError, MailboxNeedsConsent):
+        return ConnectionTestResult(
+            ok=False, error_kind="auth", error="the mailbox's OAuth2 consent is missing or refused"
+        )
     except (DecryptionError, ValueError):
         return ConnectionTestResult(ok=False, error_kind="config", error=FAILURE_MESSAGES["config"])
     return test_connection(config)

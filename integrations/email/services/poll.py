@@ -17,6 +17,7 @@ from integrations.email.client import (
     ImapError,
     ImapMailbox,
 )
+from integrations.email.oauth import OAuthTransientError
 from integrations.email.services.ingest import (
     _NOT_FLAGGED,
     AttachmentStorageError,
@@ -29,7 +30,8 @@ from integrations.email.services.lease import (
     mailbox_lease_acquire,
     mailbox_lease_release,
 )
-from integrations.email.services.mailboxes import mailbox_config
+from integrations.email.services.mailboxes import mailbox_connect
+from integrations.email.services.oauth import MailboxNeedsConsent
 from integrations.models import (
     InboundEmail,
     Mailbox,
@@ -158,8 +160,7 @@ def _poll(
     report: MailboxSyncReport,
     on_progress: ProgressCallback | None,
 ) -> None:
-    config = mailbox_config(mailbox=mailbox)
-    with ImapMailbox(config) as imap:
+    with mailbox_connect(mailbox=mailbox) as imap:
         uidvalidity = imap.select()
         last_uid = _cursor_start(
             mailbox=mailbox, owner=owner, uidvalidity=uidvalidity, report=report
@@ -270,6 +271,14 @@ def mailbox_poll(
         logger.warning(
             "mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind="config", error=str(exc)
         )
+    except MailboxNeedsConsent as exc:
+        # Not retried: only an admin's new consent helps (the alert on integrations in
+        # error tells them); other mailboxes go on.
+        report.error, report.error_kind = f"needs consent: {exc}", "needs_consent"
+        logger.warning("mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind="needs_consent")
+    except OAuthTransientError as exc:
+        report.error, report.error_kind, report.transient = str(exc), "oauth", True
+        logger.warning("mailbox_poll_failed", mailbox_id=mailbox.pk, error_kind="oauth")
     except MailboxLeaseLost as exc:
         report.busy = True
         logger.warning("mailbox_poll_stopped", mailbox_id=mailbox.pk, reason=str(exc))

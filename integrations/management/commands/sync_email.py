@@ -16,7 +16,6 @@ class Command(SyncCommand):
     every_organization = "every one with a mailbox"
     nothing_to_sync = "No organization has an enabled mailbox."
     failed_unit = "mailbox(es)"
-    progress_interval = 1.0
 
     def sync_organization(self, organization: Organization) -> int:
         """Poll the organization's mailboxes; returns how many failed."""

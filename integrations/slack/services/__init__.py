@@ -25,7 +25,6 @@ from integrations.slack.services.requesters import (
 from integrations.slack.services.sync import (
     SYNC_TASK,
     SyncReport,
-    logger,
     slack_channel_sync,
     slack_sync_enqueue,
     slack_sync_organization,
@@ -59,7 +58,6 @@ __all__ = [
     "RequesterResolver",
     "SlackTokenRejected",
     "SyncReport",
-    "logger",
     "slack_channel_create",
     "slack_channel_sync",
     "slack_channel_update",

@@ -28,6 +28,7 @@ from integrations.slack.client import (
     iter_replies,
 )
 from integrations.slack.services.ingest import slack_message_user_ids, slack_messages_ingest
+from integrations.slack.services.install import slack_workspace_disable
 from integrations.slack.services.requesters import RequesterResolver
 from integrations.slack.services.text import _error_text, slack_client_for
 from integrations.slack.services.workspaces import _workspace_record_error
@@ -145,8 +146,12 @@ def slack_event_process(*, event_id: str) -> str:
         return row.status if row is not None else "missing"
     workspace, event = row.workspace, dict(row.payload)
     if event.get("type") in _UNINSTALL_EVENTS:
-        _workspace_record_error(workspace=workspace, error=_UNINSTALL_EVENTS[event["type"]])
-        return _event_finish(row=row, status=SlackEventStatus.PROCESSED, note="recorded")
+        if event["type"] == "tokens_revoked" and not (event.get("tokens") or {}).get("bot"):
+            # Only user tokens were revoked; the bot token ingestion uses still works.
+            return _event_finish(row=row, status=SlackEventStatus.IGNORED, note="no bot token")
+        reason = f"Slack: {_UNINSTALL_EVENTS[event['type']]}; reinstall with Add to Slack"
+        slack_workspace_disable(workspace=workspace, reason=reason)
+        return _event_finish(row=row, status=SlackEventStatus.PROCESSED, note="workspace disabled")
     channel = (
         SlackChannel.objects.select_related("workspace__organization")
         .filter(workspace=workspace, channel_id=row.channel_id, enabled=True)

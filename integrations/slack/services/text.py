@@ -6,6 +6,7 @@ import html
 import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -15,8 +16,9 @@ from integrations.models import (
     SlackWorkspace,
 )
 from integrations.slack.client import (
-    make_client,
+    make_rotating_client,
 )
+from integrations.slack.services.install import WorkspaceTokens
 
 logger = structlog.get_logger(__name__)
 SUBJECT_MAX_CHARS = 120
@@ -80,9 +82,15 @@ def slack_subject(text: str) -> str:
     return ""
 
 
-def slack_client_for(*, workspace: SlackWorkspace) -> WebClient:
-    """A Web API client for the workspace's bot, at ``settings.SLACK_API_URL``."""
-    return make_client(token=workspace.bot_token, base_url=settings.SLACK_API_URL)
+def slack_client_for(*, workspace: SlackWorkspace, **options: Any) -> WebClient:
+    """A Web API client for the workspace's bot, at ``settings.SLACK_API_URL``.
+
+    A rotating token is renewed before it expires (and when Slack calls it expired), so
+    one client lasts a whole sync. ``options`` go to ``make_rotating_client``.
+    """
+    return make_rotating_client(
+        tokens=WorkspaceTokens(workspace), base_url=settings.SLACK_API_URL, **options
+    )
 
 
 def _error_text(exc: BaseException) -> str:

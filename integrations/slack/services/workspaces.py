@@ -103,13 +103,19 @@ def slack_workspace_update(*, workspace: SlackWorkspace, data: Mapping[str, Any]
         if name in data:
             setattr(workspace, name, data[name])
             fields.append(name)
+    if data.get("enabled") and workspace.disabled_reason:
+        # Re-enabled by an admin: Slack's reason for disabling it no longer stands.
+        workspace.disabled_reason, workspace.disabled_at = "", None
+        fields += ["disabled_reason", "disabled_at"]
     if identity is not None:
         # The old bot identity and error belong to the old token.
         for name, value in _verified_fields(identity).items():
             setattr(workspace, name, value)
             fields.append(name)
         workspace.last_error, workspace.last_error_at = "", None
-        fields += ["last_error", "last_error_at"]
+        # A pasted token does not rotate: the old install's refresh token is not its own.
+        workspace.bot_refresh_token, workspace.bot_token_expires_at = "", None
+        fields += ["last_error", "last_error_at", "bot_refresh_token", "bot_token_expires_at"]
     if fields:
         workspace.save(update_fields=[*fields, "updated_at"])
     return workspace

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,6 +10,7 @@ from mlmodels import services
 from mlmodels.management.commands._common import organizations_for
 from mlmodels.registry import ArtifactError
 from taskops.services import task_enqueue
+from tickets.management.progress import add_progress_argument, command_progress
 
 
 class Command(BaseCommand):
@@ -21,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--async", dest="run_async", action="store_true", help="enqueue and print the task id"
         )
+        add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         for organization in organizations_for(options["org"]):
@@ -32,15 +33,12 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"{organization.slug}: classification queued as task {task_id}")
                 continue
-            started = time.perf_counter()
-
-            def progress(done: int, total: int, message: str, started: float = started) -> None:
-                self.stdout.write(f"  [{time.perf_counter() - started:5.1f}s] {message}")
-                self.stdout.flush()
-
             self.stdout.write(f"{organization.slug}:")
             try:
-                report = services.tickets_classify(organization=organization, on_progress=progress)
+                with command_progress(self, options, "classify") as progress:
+                    report = services.tickets_classify(
+                        organization=organization, on_progress=progress
+                    )
             except ArtifactError as exc:
                 raise CommandError(str(exc)) from exc
             if report.skipped:

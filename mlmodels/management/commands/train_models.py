@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -11,6 +10,7 @@ from mlmodels import selectors, services
 from mlmodels.management.commands._common import organizations_for
 from mlmodels.models import Target
 from taskops.services import task_enqueue
+from tickets.management.progress import add_progress_argument, command_progress
 
 
 class Command(BaseCommand):
@@ -33,6 +33,12 @@ class Command(BaseCommand):
             action="store_true",
             help="train even when no label changed since the last run",
         )
+        parser.add_argument(
+            "--classify-after",
+            action="store_true",
+            help="with --async: classify the unclassified tickets once training is done",
+        )
+        add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         targets = options["target"] or list(Target.values)
@@ -45,25 +51,21 @@ class Command(BaseCommand):
                         "organization_id": organization.pk,
                         "targets": targets,
                         "only_changed": only_changed,
+                        "classify_after": options["classify_after"],
                     },
                     triggered_by="command:train_models",
                 )
                 self.stdout.write(f"{organization.slug}: training queued as task {task_id}")
                 continue
             self.stdout.write(f"{organization.slug}:")
-            started = time.perf_counter()
-
-            def progress(done: int, total: int, message: str, started: float = started) -> None:
-                self.stdout.write(f"  [{time.perf_counter() - started:5.1f}s] {message}")
-                self.stdout.flush()
-
-            outcomes = services.organization_models_train(
-                organization=organization,
-                targets=targets,
-                only_changed=only_changed,
-                triggered_by="command:train_models",
-                on_progress=progress,
-            )
+            with command_progress(self, options, "train") as progress:
+                outcomes = services.organization_models_train(
+                    organization=organization,
+                    targets=targets,
+                    only_changed=only_changed,
+                    triggered_by="command:train_models",
+                    on_progress=progress,
+                )
             trained = {outcome.target for outcome in outcomes}
             for target in targets:
                 if target in trained:

@@ -125,13 +125,14 @@ def test_the_bomb_corpus_is_handled_quickly_and_the_mailbox_goes_on(
     # Visible through the API to the organization's admins, and to no one else.
     admin = make_api_client(make_user(organization=organization, role=Role.ADMIN))
     outsider = make_api_client(make_user(organization=other_organization, role=Role.ADMIN))
-    url = f"/api/v1/integrations/mailboxes/{mailbox.pk}/messages"
-    listed = admin.get(url, {"state": "too_large"}).json()["results"]
+    url = "/api/v1/integrations/inbound-emails"
+    listed = admin.get(url, {"mailbox": mailbox.pk, "state": "too_large"}).json()["results"]
     assert [(r["uid"], r["subject"], r["size"]) for r in listed] == [
         (uids["huge_40m"], "Quarterly backup (huge)", huge.size)
     ]
     assert admin.get(url, {"state": "nonsense"}).status_code == 400
-    assert outsider.get(url).status_code == 404
+    assert outsider.get(f"{url}/{huge.pk}").status_code == 404
+    assert outsider.get(url).json()["results"] == []
     ticket = admin.get(f"/api/v1/tickets/{rows[uids['newsletter_5m']].ticket_id}").json()
     assert ticket["email"]["body_truncated"] is True
 

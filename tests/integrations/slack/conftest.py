@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.utils import timezone
@@ -163,3 +165,54 @@ def wait_until(
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# ------------------------------------------------------------------------------
+# --- "Add to Slack" (OAuth v2) ---
+# ------------------------------------------------------------------------------
+
+CALLBACK_PATH = "/api/v1/integrations/slack/oauth/callback"
+INSTALL_PATH = "/api/v1/integrations/slack/install"
+
+
+@pytest.fixture
+def oauth_settings(slack_settings: Any, slack_api: Any) -> Any:
+    """The app's OAuth credentials and Slack's consent page on the local server.
+
+    Modules using it override ``slack_api`` with ``slack_oauth_api`` (a superset).
+    """
+    from tests.support.slack_server import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
+
+    slack_settings.SLACK_CLIENT_ID = OAUTH_CLIENT_ID
+    slack_settings.SLACK_CLIENT_SECRET = OAUTH_CLIENT_SECRET
+    slack_settings.SLACK_OAUTH_BASE_URL = slack_api.authorize_url
+    slack_settings.SLACK_OAUTH_REDIRECT_URI = ""
+    # The redirect URL registered with the app (Slack sends the browser back there).
+    slack_api.redirect_url = f"http://testserver{CALLBACK_PATH}"
+    return slack_settings
+
+
+def consent(authorize_url: str) -> str:
+    """The browser's visit to Slack's consent page: returns where Slack redirects it."""
+    parts = urlsplit(authorize_url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        connection.request("GET", f"{parts.path}?{parts.query}")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 302, f"consent page answered {response.status}"
+        return str(response.getheader("Location"))
+    finally:
+        connection.close()
+
+
+def local_path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def install_over_http(client: Any, organization: Organization, **headers: Any) -> Any:
+    """Start the install as the logged-in ``client``, consent at Slack, follow the callback."""
+    started = client.get(f"{INSTALL_PATH}?organization={organization.pk}")
+    assert started.status_code == 302, started.content
+    return client.get(local_path(consent(started["Location"])), **headers)

@@ -206,11 +206,33 @@ def test_a_reply_to_an_unknown_thread_fetches_its_parent(
     assert slack_api.call_count("conversations.replies") == 1
 
 
-def test_uninstall_event_is_recorded_on_the_workspace(organization, workspace):
+def test_uninstall_event_disables_the_workspace_and_says_why(organization, workspace):
     _deliver(event_payload({"type": "app_uninstalled", "event_ts": "1700000001.000100"}))
 
     workspace.refresh_from_db()
-    assert workspace.last_error == "the app was uninstalled"
+    assert not workspace.enabled
+    assert workspace.last_error == "Slack: the app was uninstalled; reinstall with Add to Slack"
+    assert workspace.disabled_reason == workspace.last_error
+
+
+def test_revoked_user_tokens_leave_the_bot_working(organization, workspace):
+    revoked = {"type": "tokens_revoked", "tokens": {"oauth": ["U0000001"], "bot": []}}
+
+    status = _deliver(event_payload({**revoked, "event_ts": "1700000001.000100"}))
+
+    assert status == SlackEventStatus.IGNORED
+    workspace.refresh_from_db()
+    assert workspace.enabled
+    assert workspace.last_error == ""
+
+    _deliver(
+        event_payload(
+            {"type": "tokens_revoked", "tokens": {"bot": ["UBOT0001"]}, "event_ts": "1.000200"}
+        )
+    )
+    workspace.refresh_from_db()
+    assert not workspace.enabled
+    assert "tokens revoked" in workspace.disabled_reason
 
 
 def test_events_of_an_unknown_or_disabled_workspace_are_ignored(organization, channel):

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tickets import services
+from tickets.management.progress import add_progress_argument, command_progress
 
 
 def _label_spec(value: str) -> tuple[str, str]:
@@ -37,6 +38,7 @@ class Command(BaseCommand):
             help="label column, e.g. category=category or priority=urgency (repeatable)",
         )
         parser.add_argument("--id-column", default=None, help="column holding a stable ticket id")
+        add_progress_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -46,20 +48,16 @@ class Command(BaseCommand):
         if created:
             self.stdout.write(f"created organization {organization.slug}")
 
-        def progress(rows: int) -> None:
-            if rows % 1000 == 0:
-                self.stdout.write(f"  {rows} rows read", ending="\r")
-                self.stdout.flush()
-
         try:
-            report = services.tickets_import_csv(
-                organization=organization,
-                path=path,
-                text_columns=[c.strip() for c in options["text"].split(",") if c.strip()],
-                label_columns=dict(options["label"]),
-                id_column=options["id_column"],
-                on_progress=progress,
-            )
+            with command_progress(self, options, f"import {path.name}") as report_progress:
+                report = services.tickets_import_csv(
+                    organization=organization,
+                    path=path,
+                    text_columns=[c.strip() for c in options["text"].split(",") if c.strip()],
+                    label_columns=dict(options["label"]),
+                    id_column=options["id_column"],
+                    on_progress=lambda rows: report_progress(rows, 0, "rows read"),
+                )
         except services.ImportSpecError as exc:
             raise CommandError(str(exc)) from exc
         for line, reason in report.errors:

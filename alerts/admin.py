@@ -9,21 +9,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from taskops import alerts
-from taskops.models import AlertDelivery, AlertIncident, AlertRule
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Audit rows: viewable, never added, edited or deleted by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from alerts import services
+from alerts.models import AlertDelivery, AlertIncident, AlertRule
+from integrations.models import SlackWorkspace
+from taskops.admin import ReadOnlyAdmin
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -31,7 +20,7 @@ class AlertRuleForm(forms.ModelForm):
 
     class Meta:
         model = AlertRule
-        fields = ["organization", *alerts.RULE_FIELDS]
+        fields = ["organization", *services.RULE_FIELDS]
         help_texts = {"email_recipients": 'a JSON list, e.g. ["ops@example.com"]'}
 
     def clean(self) -> dict[str, Any]:
@@ -39,9 +28,9 @@ class AlertRuleForm(forms.ModelForm):
         organization = cleaned.get("organization")
         if organization is None:
             return cleaned
-        values = {name: cleaned[name] for name in alerts.RULE_FIELDS if name in cleaned}
+        values = {name: cleaned[name] for name in services.RULE_FIELDS if name in cleaned}
         rule = self.instance if self.instance.pk else None
-        problems = alerts.alert_rule_problems(organization=organization, values=values, rule=rule)
+        problems = services.alert_rule_problems(organization=organization, values=values, rule=rule)
         for name, message in problems.items():
             self.add_error(name if name in self.fields else None, message)
         return cleaned
@@ -69,36 +58,34 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "slack_workspace":
-            from integrations.models import SlackWorkspace
-
             # The choices only need names; the bot token is never decrypted for them.
             kwargs["queryset"] = SlackWorkspace.objects.defer("bot_token")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: AlertRule, form: Any, change: bool) -> None:
         # The form already checked the rule as the services do.
-        data = {name: form.cleaned_data[name] for name in alerts.RULE_FIELDS}
+        data = {name: form.cleaned_data[name] for name in services.RULE_FIELDS}
         if change:
-            alerts.alert_rule_update(rule=obj, data=data)
+            services.alert_rule_update(rule=obj, data=data)
         else:
             organization = form.cleaned_data["organization"]
-            obj.pk = alerts.alert_rule_create(organization=organization, **data).pk
+            obj.pk = services.alert_rule_create(organization=organization, **data).pk
 
     @admin.action(description="Enable the selected rules")
     def enable_rules(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
-        changed = alerts.alert_rules_set_enabled(rules=queryset, enabled=True)
+        changed = services.alert_rules_set_enabled(rules=queryset, enabled=True)
         self.message_user(request, f"{changed} rule(s) enabled.", messages.SUCCESS)
 
     @admin.action(description="Disable the selected rules (closes their open incidents)")
     def disable_rules(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
-        changed = alerts.alert_rules_set_enabled(rules=queryset, enabled=False)
+        changed = services.alert_rules_set_enabled(rules=queryset, enabled=False)
         self.message_user(request, f"{changed} rule(s) disabled.", messages.SUCCESS)
 
     @admin.action(description="Evaluate the selected rules now")
     def evaluate_rules(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
         for rule in queryset:
             try:
-                outcome = alerts.alert_rule_evaluate(rule=rule)
+                outcome = services.alert_rule_evaluate(rule=rule)
             except Exception as exc:  # report a broken rule, evaluate the others
                 self.message_user(request, f"{rule.name}: {exc}", messages.ERROR)
             else:
@@ -157,7 +144,7 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
     actions = ["resend"]
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("taskops.change_alertrule")
+        return request.user.has_perm("alerts.change_alertrule")
 
     @admin.display(description="error")
     def short_error(self, obj: AlertDelivery) -> str:
@@ -166,7 +153,7 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
     @admin.action(description="Send the selected failed deliveries again", permissions=["operate"])
     def resend(self, request: HttpRequest, queryset: QuerySet[AlertDelivery]) -> None:
         deliveries = list(queryset.select_related("incident"))
-        queued = sum(alerts.alert_delivery_resend(delivery=delivery) for delivery in deliveries)
+        queued = sum(services.alert_delivery_resend(delivery=delivery) for delivery in deliveries)
         skipped = len(deliveries) - queued
         self.message_user(
             request,

@@ -4,32 +4,29 @@ A rule's condition is read from the task ledger (failures of tasks matching a pa
 within a window) or from the integrations' own error fields (a mailbox or Slack workspace
 in error for longer than the window). While the condition holds the rule has exactly one
 open incident; opening it queues a "fired" message to each destination and closing it a
-"recovered" one. Messages are sent by `taskops.tasks.deliver_alert` after the evaluation
-commits, so a Slack or SMTP outage delays a message but never an evaluation.
+"recovered" one. Messages are sent by `taskops.tasks.deliver_alert` (alerts/tasks.py) after
+the evaluation commits, through the channels registered in alerts/channels/, so a Slack or
+SMTP outage delays a message but never an evaluation.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
-import smtplib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
-from taskops.base import TransientError
-from taskops.models import (
+from alerts.channels import AlertSendError, channel_send
+from alerts.models import (
     AlertChannel,
     AlertDelivery,
     AlertDeliveryState,
@@ -39,11 +36,13 @@ from taskops.models import (
     AlertMessageKind,
     AlertRule,
     AlertRuleKind,
-    TaskRecord,
-    TaskState,
 )
+from integrations.models import SlackWorkspace
+from integrations.selectors import MAILBOX, SLACK, integrations_in_error_list
+from taskops.base import TRANSIENT_ERRORS, TransientError
+from taskops.selectors import task_failures_count
+from taskops.services import task_enqueue
 from tickets.models import Organization
-from tickets.selectors import organization_list_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,12 @@ MAX_RECIPIENTS = 50
 # A delivery still pending this long after it was queued lost its task (the broker was
 # down at commit time, say): the next evaluation queues it again.
 REQUEUE_PENDING_AFTER = timedelta(minutes=10)
-SLACK_TIMEOUT_SECONDS = 10
+# A send that claimed a delivery and has not recorded an outcome this long after died with
+# its worker (sends give up after well under a minute): the next evaluation queues it
+# again, at most until MAX_ATTEMPTS. Had the message gone out just before the worker
+# died, it goes out twice: the one case where "exactly once" cannot be known.
+SENDING_LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 4
 # What a message lists at most (task names, integrations), so a storm stays readable.
 MESSAGE_MAX_ITEMS = 10
 
@@ -108,7 +112,6 @@ def alert_rule_problems(
     *, organization: Organization, values: Mapping[str, Any], rule: AlertRule | None = None
 ) -> dict[str, str]:
     """The rule's invalid fields and why ({} when it is valid); `values` override `rule`."""
-    from integrations.models import SlackWorkspace
 
     def value(name: str, default: Any) -> Any:
         if name in values:
@@ -234,114 +237,6 @@ def _incident_close_silently(*, rule: AlertRule, reason: str) -> None:
 
 
 # ------------------------------------------------------------------------------
-# Reads
-# ------------------------------------------------------------------------------
-def alert_rule_list_for_user(*, user: Any) -> models.QuerySet[AlertRule]:
-    """Rules of the organizations the caller belongs to."""
-    return AlertRule.objects.filter(
-        organization__in=organization_list_for_user(user=user)
-    ).select_related("organization")
-
-
-def alert_incident_list_for_user(*, user: Any) -> models.QuerySet[AlertIncident]:
-    """Incidents of the caller's organizations, newest first, with their deliveries."""
-    return (
-        AlertIncident.objects.filter(organization__in=organization_list_for_user(user=user))
-        .select_related("rule", "organization")
-        .prefetch_related("deliveries")
-        .order_by("-opened_at", "-id")
-    )
-
-
-def task_failures_count(
-    *, organization: Organization, pattern: str, since: datetime
-) -> tuple[Counter[str], list[str], str]:
-    """Failures since `since` of tasks matching `pattern`: per name, newest ids, last error."""
-    # updated_at >= finished_at (the finishing write sets both), so this bound lets the
-    # (state, updated_at) index find the rows.
-    failures = TaskRecord.objects.filter(
-        organization=organization,
-        state=TaskState.FAILURE,
-        updated_at__gte=since,
-        finished_at__gte=since,
-    )
-    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-    if prefix:
-        failures = failures.filter(name__startswith=prefix)
-    counts: Counter[str] = Counter()
-    task_ids: list[str] = []
-    last_error = ""
-    for name, task_id, error in failures.order_by("-finished_at", "-id").values_list(
-        "name", "task_id", "error"
-    ):
-        if not fnmatch.fnmatchcase(name, pattern):
-            continue
-        counts[name] += 1
-        if len(task_ids) < MESSAGE_MAX_ITEMS:
-            task_ids.append(task_id)
-        if not last_error and error:
-            last_error = error
-    return counts, task_ids, last_error
-
-
-def integrations_in_error_list(
-    *, organization: Organization, integration: str, since: datetime
-) -> list[dict[str, Any]]:
-    """Enabled mailboxes and Slack workspaces whose error has lasted since before `since`.
-
-    An integration's error began after its last success (a mailbox's `last_success_at`, a
-    workspace's `last_sync_at`; creation when it never succeeded): each success clears
-    the error, so "in error since at least then". Syncs run every 5 to 10 minutes, so
-    that is at most one sync interval early.
-    """
-    from integrations.models import Mailbox, SlackWorkspace
-
-    found: list[dict[str, Any]] = []
-    # values(): credentials are never loaded (one that no key decrypts would raise).
-    if integration in (AlertIntegration.ANY, AlertIntegration.MAILBOX):
-        mailboxes = (
-            Mailbox.objects.filter(organization=organization, enabled=True)
-            .exclude(last_error="")
-            .annotate(error_since=Coalesce("last_success_at", "created_at"))
-            .filter(error_since__lte=since)
-            .order_by("name")
-            .values("id", "name", "last_error", "last_error_kind", "error_since")
-        )
-        found += [
-            {
-                "kind": "mailbox",
-                "id": row["id"],
-                "name": row["name"],
-                "error": row["last_error"],
-                "error_kind": row["last_error_kind"],
-                "since": row["error_since"].isoformat(),
-            }
-            for row in mailboxes
-        ]
-    if integration in (AlertIntegration.ANY, AlertIntegration.SLACK):
-        workspaces = (
-            SlackWorkspace.objects.filter(organization=organization, enabled=True)
-            .exclude(last_error="")
-            .annotate(error_since=Coalesce("last_sync_at", "created_at"))
-            .filter(error_since__lte=since)
-            .order_by("team_id")
-            .values("id", "name", "team_id", "last_error", "error_since")
-        )
-        found += [
-            {
-                "kind": "slack_workspace",
-                "id": row["id"],
-                "name": row["name"] or row["team_id"],
-                "error": row["last_error"],
-                "error_kind": "",
-                "since": row["error_since"].isoformat(),
-            }
-            for row in workspaces
-        ]
-    return found
-
-
-# ------------------------------------------------------------------------------
 # Conditions and messages
 # ------------------------------------------------------------------------------
 @dataclass
@@ -367,12 +262,22 @@ def _minutes(minutes: int) -> str:
     return _plural(minutes, "minute")
 
 
+_WATCHED_PROVIDERS = {
+    AlertIntegration.ANY: (MAILBOX, SLACK),
+    AlertIntegration.MAILBOX: (MAILBOX,),
+    AlertIntegration.SLACK: (SLACK,),
+}
+
+
 def alert_condition_check(*, rule: AlertRule, now: datetime) -> AlertCondition:
     """Whether the rule's condition holds at `now`, with the evidence."""
     since = now - timedelta(minutes=rule.window_minutes)
     if rule.kind == AlertRuleKind.TASK_FAILURES:
         counts, task_ids, last_error = task_failures_count(
-            organization=rule.organization, pattern=rule.task_pattern, since=since
+            organization=rule.organization,
+            pattern=rule.task_pattern,
+            since=since,
+            id_limit=MESSAGE_MAX_ITEMS,
         )
         count = sum(counts.values())
         lines = [f"{name}: {n}" for name, n in counts.most_common(MESSAGE_MAX_ITEMS)]
@@ -398,7 +303,9 @@ def alert_condition_check(*, rule: AlertRule, now: datetime) -> AlertCondition:
         )
     if rule.kind == AlertRuleKind.INTEGRATION_ERROR:
         broken = integrations_in_error_list(
-            organization=rule.organization, integration=rule.integration, since=since
+            organization=rule.organization,
+            since=since,
+            providers=_WATCHED_PROVIDERS[AlertIntegration(rule.integration)],
         )
         label = {"mailbox": "mailbox", "slack_workspace": "Slack workspace"}
         lines = [
@@ -482,8 +389,6 @@ def alert_deliveries_enqueue(*, organization_id: int, delivery_ids: list[int]) -
 
     A delivery that could not be queued stays pending; a later evaluation queues it again.
     """
-    from taskops.services import task_enqueue
-
     for delivery_id in delivery_ids:
         try:
             task_enqueue(
@@ -593,15 +498,32 @@ def alert_rules_evaluate(
 def alert_deliveries_requeue(
     *, organization: Organization | None = None, now: datetime | None = None
 ) -> int:
-    """Queue again the deliveries still pending REQUEUE_PENDING_AFTER after they were created."""
+    """Queue again the deliveries whose task was lost; returns how many.
+
+    That is: still pending REQUEUE_PENDING_AFTER after they were created, or claimed by a
+    send that recorded nothing for SENDING_LEASE (its worker died). One whose sends were
+    cut short MAX_ATTEMPTS times is failed instead (the admin can send it again).
+    """
     now = now or timezone.now()
+    lapsed = Q(state=AlertDeliveryState.SENDING, last_attempt_at__lt=now - SENDING_LEASE)
     stale = AlertDelivery.objects.filter(
-        state=AlertDeliveryState.PENDING,
-        attempts=0,
-        created_at__lt=now - REQUEUE_PENDING_AFTER,
+        Q(
+            state=AlertDeliveryState.PENDING,
+            attempts=0,
+            created_at__lt=now - REQUEUE_PENDING_AFTER,
+        )
+        | (lapsed & Q(attempts__lt=MAX_ATTEMPTS))
     )
     if organization is not None:
         stale = stale.filter(incident__organization=organization)
+    AlertDelivery.objects.filter(
+        lapsed,
+        attempts__gte=MAX_ATTEMPTS,
+        **({"incident__organization": organization} if organization is not None else {}),
+    ).update(
+        state=AlertDeliveryState.FAILED,
+        error=f"{MAX_ATTEMPTS} attempts were cut short (the worker died while sending)",
+    )
     rows = list(stale.values_list("pk", "incident__organization_id")[:500])
     for delivery_id, organization_id in rows:
         alert_deliveries_enqueue(organization_id=organization_id, delivery_ids=[delivery_id])
@@ -611,108 +533,97 @@ def alert_deliveries_requeue(
 # ------------------------------------------------------------------------------
 # Delivery
 # ------------------------------------------------------------------------------
-class AlertSendError(Exception):
-    """A message could not be sent; `transient` when trying again later may work."""
+def _delivery_claim(*, delivery_id: int, now: datetime) -> AlertDelivery | None:
+    """Mark the delivery SENDING and count the attempt, committed before anything is sent.
 
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-def _slack_send(*, delivery: AlertDelivery) -> None:
-    from integrations.crypto import DecryptionError
-    from integrations.models import SlackWorkspace
-    from integrations.slack.client import (
-        SlackClientError,
-        SlackTransientError,
-        make_client,
-        post_message,
+    None when there is nothing to send: it is sent, failed for good, gone, or claimed by a
+    send still in flight (a redelivered task leaves it to that one).
+    """
+    claimable = Q(state__in=[AlertDeliveryState.PENDING, AlertDeliveryState.RETRYING]) | Q(
+        state=AlertDeliveryState.SENDING, last_attempt_at__lt=now - SENDING_LEASE
     )
-
-    rule = delivery.incident.rule
-    workspaces = SlackWorkspace.objects.filter(organization_id=rule.organization_id, enabled=True)
-    if rule.slack_workspace_id is not None:
-        workspaces = workspaces.filter(pk=rule.slack_workspace_id)
-    try:
-        workspace = workspaces.order_by("pk").first()
-    except DecryptionError as exc:
-        raise AlertSendError(f"the Slack bot token: {exc}", transient=False) from exc
-    if workspace is None or not workspace.bot_token:
-        raise AlertSendError(
-            "the organization has no enabled Slack workspace with a bot token", transient=False
+    # durable: the claim must be committed (visible to every other task) before the send.
+    with transaction.atomic(durable=True):
+        delivery = (
+            AlertDelivery.objects.select_for_update(of=("self",))
+            .select_related("incident__rule")
+            .filter(claimable, pk=delivery_id)
+            .first()
         )
-    client = make_client(
-        token=workspace.bot_token,
-        base_url=settings.SLACK_API_URL,
-        max_rate_limit_retries=1,
-        max_connection_retries=1,
-        timeout=SLACK_TIMEOUT_SECONDS,
-    )
-    try:
-        post_message(client=client, channel=delivery.target, text=delivery.text)
-    except SlackTransientError as exc:
-        raise AlertSendError(str(exc), transient=True) from exc
-    except SlackClientError as exc:  # invalid_auth, channel_not_found, not_in_channel...
-        raise AlertSendError(str(exc), transient=False) from exc
+        if delivery is None:
+            return None
+        delivery.state = AlertDeliveryState.SENDING
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.save(update_fields=["state", "attempts", "last_attempt_at"])
+    return delivery
 
 
-def _email_send(*, delivery: AlertDelivery) -> None:
-    recipients = [address.strip() for address in delivery.target.split(",") if address.strip()]
-    try:
-        send_mail(delivery.subject, delivery.text, None, recipients, fail_silently=False)
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise AlertSendError(f"recipients refused: {exc.recipients}", transient=False) from exc
-    except smtplib.SMTPResponseException as exc:
-        # 4xx: the server is busy or greylisting; 5xx: it will never take this message.
-        message = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-        raise AlertSendError(message, transient=400 <= exc.smtp_code < 500) from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        raise AlertSendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+def _delivery_record(
+    *, delivery: AlertDelivery, failure: AlertSendError | None, final_attempt: bool
+) -> None:
+    """Record how the claimed attempt went (only if the claim is still ours).
 
-
-_SENDERS = {AlertChannel.SLACK: _slack_send, AlertChannel.EMAIL: _email_send}
+    `error` keeps the last failed attempt's error, also once a later attempt succeeds.
+    """
+    if failure is None:
+        delivery.state = AlertDeliveryState.SENT
+        delivery.sent_at = timezone.now()
+    else:
+        retry = failure.transient and not final_attempt
+        delivery.state = AlertDeliveryState.RETRYING if retry else AlertDeliveryState.FAILED
+        delivery.error = str(failure)[:2000]
+    with transaction.atomic(durable=True):
+        recorded = AlertDelivery.objects.filter(
+            pk=delivery.pk, state=AlertDeliveryState.SENDING, attempts=delivery.attempts
+        ).update(state=delivery.state, sent_at=delivery.sent_at, error=delivery.error)
+    if not recorded:
+        logger.warning(
+            "alert delivery %s: attempt %s ended after its claim lapsed; another took over",
+            delivery.pk,
+            delivery.attempts,
+        )
 
 
 def alert_deliver(*, delivery_id: int, final_attempt: bool = True) -> AlertDelivery | None:
     """Send one delivery and record the attempt; a no-op once it is sent or failed for good.
 
-    A transient failure is recorded and raised as TransientError, so the task retries it;
-    on the final attempt the delivery is marked failed first. Other failures (no
-    workspace, a revoked token, an unknown channel) are recorded as failed and not raised.
+    Claim (SENDING, committed) -> send outside any transaction -> record the outcome, so no
+    row lock is held while Slack or the mail server takes its time, and a redelivered task
+    finds the message sent or in flight instead of sending it twice. A transient failure is
+    recorded and raised as TransientError, so the task retries it; on the final attempt
+    the delivery is marked failed. Other failures (no workspace, a revoked token, an unknown
+    channel) are recorded as failed and not raised.
     """
-    with transaction.atomic():
-        # The row lock makes a redelivered task wait for the first, then see "sent".
-        delivery = AlertDelivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None or delivery.state in (
-            AlertDeliveryState.SENT,
-            AlertDeliveryState.FAILED,
-        ):
-            return delivery
-        delivery.attempts += 1
-        delivery.last_attempt_at = timezone.now()
-        failure: AlertSendError | None = None
-        try:
-            _SENDERS[AlertChannel(delivery.channel)](delivery=delivery)
-        except AlertSendError as exc:
-            failure = exc
-            delivery.error = str(exc)[:2000]
-            retry = exc.transient and not final_attempt
-            delivery.state = AlertDeliveryState.RETRYING if retry else AlertDeliveryState.FAILED
-        else:
-            delivery.state = AlertDeliveryState.SENT
-            delivery.sent_at = timezone.now()
-        delivery.save(update_fields=["attempts", "last_attempt_at", "error", "state", "sent_at"])
-    if failure is not None:
-        logger.warning(
-            "alert delivery %s (%s to %s), attempt %s: %s",
-            delivery.pk,
-            delivery.channel,
-            delivery.target,
-            delivery.attempts,
-            failure,
+    delivery = _delivery_claim(delivery_id=delivery_id, now=timezone.now())
+    if delivery is None:
+        return AlertDelivery.objects.filter(pk=delivery_id).first()
+    failure: AlertSendError | None = None
+    unexpected: Exception | None = None
+    try:
+        channel_send(delivery=delivery)
+    except AlertSendError as exc:
+        failure = exc
+    except Exception as exc:  # a bug or a database error: recorded, then raised as it was
+        unexpected = exc
+        failure = AlertSendError(
+            f"{type(exc).__name__}: {exc}", transient=isinstance(exc, TRANSIENT_ERRORS)
         )
-        if failure.transient:
-            raise TransientError(f"alert delivery {delivery.pk}: {failure}") from failure
+    _delivery_record(delivery=delivery, failure=failure, final_attempt=final_attempt)
+    if failure is None:
+        return delivery
+    logger.warning(
+        "alert delivery %s (%s to %s), attempt %s: %s",
+        delivery.pk,
+        delivery.channel,
+        delivery.target,
+        delivery.attempts,
+        failure,
+    )
+    if unexpected is not None:
+        raise unexpected
+    if failure.transient:
+        raise TransientError(f"alert delivery {delivery.pk}: {failure}") from failure
     return delivery
 
 

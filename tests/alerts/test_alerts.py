@@ -17,19 +17,21 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from integrations.models import Mailbox, SlackWorkspace
-from taskops import alerts, services
-from taskops.models import (
+from alerts import services as alerts
+from alerts.models import (
     AlertDelivery,
     AlertDeliveryState,
     AlertIncident,
     AlertIncidentState,
     AlertRule,
     AlertRuleKind,
-    TaskRecord,
-    TaskState,
 )
-from tests.support.slack_server import DEFAULT_TEAM_ID, DEFAULT_TOKEN, SlackApiServer
+from integrations.models import Mailbox, SlackWorkspace
+from taskops import services
+from taskops.models import TaskRecord, TaskState
+from tests.integrations.factories import MailboxFactory
+from tests.support.slack_server import DEFAULT_TOKEN
+from tests.taskops.factories import TaskRecordFactory
 from tests.taskops.helpers import wait_for, wait_for_state
 from tickets.models import Organization, Role
 from zenith.celery import app
@@ -44,26 +46,6 @@ INCIDENTS_URL = "/api/v1/alerts/incidents/"
 # ------------------------------------------------------------------------------
 # Fixtures and helpers
 # ------------------------------------------------------------------------------
-@pytest.fixture
-def slack_workspace(
-    organization: Organization, settings: Any, slack_api: SlackApiServer
-) -> SlackWorkspace:
-    settings.SLACK_API_URL = slack_api.url
-    return SlackWorkspace.objects.create(
-        organization=organization, team_id=DEFAULT_TEAM_ID, name="Acme", bot_token=DEFAULT_TOKEN
-    )
-
-
-@pytest.fixture
-def fast_retries(settings: Any) -> None:
-    settings.ZENITH_RETRY_DELAYS = [1, 1, 1]
-
-
-@pytest.fixture
-def admin(make_user: Any, organization: Organization) -> Any:
-    return make_user(organization=organization, role=Role.ADMIN, username="ada")
-
-
 def make_rule(organization: Organization, **fields: Any) -> AlertRule:
     fields.setdefault("name", "Diagnostics failing")
     fields.setdefault("task_pattern", "taskops.tasks.diagnostic_*")
@@ -94,7 +76,11 @@ def evaluate_on_worker() -> dict[str, int]:
     wait_for(
         lambda: (
             not AlertDelivery.objects.filter(
-                state__in=[AlertDeliveryState.PENDING, AlertDeliveryState.RETRYING]
+                state__in=[
+                    AlertDeliveryState.PENDING,
+                    AlertDeliveryState.SENDING,
+                    AlertDeliveryState.RETRYING,
+                ]
             ).exists()
         ),
         what="every alert delivery sent or failed",
@@ -277,14 +263,14 @@ def test_an_unreachable_slack_fails_its_delivery_not_the_evaluation_of_other_rul
 # Conditions (services, no worker)
 # ------------------------------------------------------------------------------
 def test_only_matching_failures_of_the_organization_within_the_window_count(
-    db, organization, other_organization, make_record
+    db, organization, other_organization
 ):
     rule = make_rule(organization, task_pattern="integrations.tasks.*", email_recipients=["o@a.io"])
     now = timezone.now()
 
     def failed(name: str, minutes_ago: float, org: Organization = organization) -> None:
         finished = now - timedelta(minutes=minutes_ago)
-        make_record(
+        TaskRecordFactory(
             name=name,
             organization=org,
             state=TaskState.FAILURE,
@@ -298,7 +284,7 @@ def test_only_matching_failures_of_the_organization_within_the_window_count(
     failed("integrations.tasks.sync_slack_tickets", 16)  # out of the window
     failed("mlmodels.tasks.train_all_organizations_task", 1)  # another pattern
     failed("integrations.tasks.sync_slack_tickets", 1, other_organization)
-    make_record(
+    TaskRecordFactory(
         name="integrations.tasks.manual_sync_trigger",
         organization=organization,
         state=TaskState.SUCCESS,
@@ -324,7 +310,7 @@ def test_a_mailbox_in_error_for_longer_than_the_window_fires_and_recovers(
     db, organization, slack_workspace, mailoutbox
 ):
     now = timezone.now()
-    broken = Mailbox.objects.create(
+    broken = MailboxFactory(
         organization=organization,
         name="Support",
         host="imap.acme.test",
@@ -335,7 +321,7 @@ def test_a_mailbox_in_error_for_longer_than_the_window_fires_and_recovers(
         last_success_at=now - timedelta(minutes=45),
     )
     # In error for 10 minutes only, disabled, and a Slack workspace: none of them count.
-    Mailbox.objects.create(
+    MailboxFactory(
         organization=organization,
         name="Sales",
         host="imap.acme.test",
@@ -344,7 +330,7 @@ def test_a_mailbox_in_error_for_longer_than_the_window_fires_and_recovers(
         last_error_kind="transient",
         last_success_at=now - timedelta(minutes=10),
     )
-    Mailbox.objects.create(
+    MailboxFactory(
         organization=organization,
         name="Old",
         host="imap.acme.test",
@@ -393,9 +379,9 @@ def test_a_mailbox_in_error_for_longer_than_the_window_fires_and_recovers(
     assert [i["kind"] for i in newest.details["integrations"]] == ["slack_workspace"]
 
 
-def test_disabling_a_rule_closes_its_incident_without_a_message(db, organization, make_record):
+def test_disabling_a_rule_closes_its_incident_without_a_message(db, organization):
     rule = make_rule(organization, threshold=1, email_recipients=["o@a.io"])
-    make_record(
+    TaskRecordFactory(
         name="taskops.tasks.diagnostic_fail", organization=organization, state=TaskState.FAILURE
     )
     assert alerts.alert_rule_evaluate(rule=rule) == "fired"
@@ -504,17 +490,17 @@ def test_a_second_rule_with_the_same_name_and_a_bad_patch_answer_400(
     bad_patch = api.patch(f"{RULES_URL}{rule_id}", {"task_pattern": "a b"}, format="json")
     moved = api.patch(f"{RULES_URL}{rule_id}", {"organization": 1}, format="json")
 
-    assert (again.status_code, list(again.json())) == (400, ["name"])
-    assert (bad_patch.status_code, list(bad_patch.json())) == (400, ["task_pattern"])
-    assert (moved.status_code, list(moved.json())) == (400, ["organization"])
+    assert (again.status_code, list(again.json())) == (400, ["detail", "name"])
+    assert (bad_patch.status_code, list(bad_patch.json())) == (400, ["detail", "task_pattern"])
+    assert (moved.status_code, list(moved.json())) == (400, ["detail", "organization"])
     assert AlertRule.objects.get().task_pattern == "integrations.tasks.*"
 
 
 def test_viewers_read_rules_and_incidents_but_cannot_change_rules(
-    db, organization, viewer, make_api_client, make_record
+    db, organization, viewer, make_api_client
 ):
     rule = make_rule(organization, threshold=1, email_recipients=["o@a.io"])
-    make_record(
+    TaskRecordFactory(
         name="taskops.tasks.diagnostic_fail", organization=organization, state=TaskState.FAILURE
     )
     alerts.alert_rule_evaluate(rule=rule)
@@ -549,10 +535,10 @@ def test_viewers_read_rules_and_incidents_but_cannot_change_rules(
 
 
 def test_another_organizations_rules_and_incidents_answer_404(
-    db, organization, other_organization, make_user, make_api_client, make_record
+    db, organization, other_organization, make_user, make_api_client
 ):
     theirs = make_rule(other_organization, threshold=1, email_recipients=["o@globex.test"])
-    make_record(
+    TaskRecordFactory(
         name="taskops.tasks.diagnostic_fail",
         organization=other_organization,
         state=TaskState.FAILURE,
@@ -570,24 +556,22 @@ def test_another_organizations_rules_and_incidents_answer_404(
     by_their_rule = api.get(INCIDENTS_URL, {"rule": theirs.pk})
     assert (by_their_rule.status_code, by_their_rule.json()["results"]) == (200, [])
     into_theirs = api.post(RULES_URL, rule_body(other_organization), format="json")
-    assert (into_theirs.status_code, list(into_theirs.json())) == (400, ["organization"])
+    assert (into_theirs.status_code, list(into_theirs.json())) == (400, ["detail", "organization"])
     assert AlertRule.objects.get().threshold == 1
 
 
 # ------------------------------------------------------------------------------
 # Admin
 # ------------------------------------------------------------------------------
-def test_admin_disables_rules_and_lists_incidents_and_deliveries(
-    db, admin_client, organization, make_record
-):
+def test_admin_disables_rules_and_lists_incidents_and_deliveries(db, admin_client, organization):
     rule = make_rule(organization, threshold=1, email_recipients=["o@a.io"])
-    make_record(
+    TaskRecordFactory(
         name="taskops.tasks.diagnostic_fail", organization=organization, state=TaskState.FAILURE
     )
     alerts.alert_rule_evaluate(rule=rule)
 
     response = admin_client.post(
-        "/admin/taskops/alertrule/",
+        "/admin/alerts/alertrule/",
         {"action": "disable_rules", "_selected_action": [rule.pk]},
         follow=True,
     )
@@ -596,21 +580,19 @@ def test_admin_disables_rules_and_lists_incidents_and_deliveries(
     rule.refresh_from_db()
     assert not rule.enabled
     assert AlertIncident.objects.get().state == "resolved"
-    incidents = admin_client.get("/admin/taskops/alertincident/?state__exact=resolved")
+    incidents = admin_client.get("/admin/alerts/alertincident/?state__exact=resolved")
     assert incidents.status_code == 200
     assert "Diagnostics failing" in incidents.content.decode()
-    deliveries = admin_client.get("/admin/taskops/alertdelivery/?channel__exact=email")
+    deliveries = admin_client.get("/admin/alerts/alertdelivery/?channel__exact=email")
     assert deliveries.status_code == 200
     assert "o@a.io" in deliveries.content.decode()
-    page = admin_client.get(
-        f"/admin/taskops/alertincident/{AlertIncident.objects.get().pk}/change/"
-    )
+    page = admin_client.get(f"/admin/alerts/alertincident/{AlertIncident.objects.get().pk}/change/")
     assert page.status_code == 200
 
 
 def test_admin_form_names_a_bad_pattern(db, admin_client, organization):
     response = admin_client.post(
-        "/admin/taskops/alertrule/add/",
+        "/admin/alerts/alertrule/add/",
         {
             "organization": organization.pk,
             "name": "Bad",
