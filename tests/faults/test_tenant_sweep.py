@@ -18,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from integrations.models import Mailbox, SlackChannel, SlackWorkspace
+from integrations.models import InboundEmail, Mailbox, SlackChannel, SlackWorkspace
 from mlmodels.models import ModelVersion
 from taskops.models import TaskRecord, TaskState
 from tests.alerts.factories import AlertIncidentFactory, AlertRuleFactory
@@ -94,6 +94,15 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
     mailbox = Mailbox.objects.create(
         organization=org, name=SECRET, host="imap.globex.test", username=SECRET
     )
+    inbound = InboundEmail.objects.create(
+        organization=org,
+        mailbox=mailbox,
+        uidvalidity=1,
+        uid=1,
+        state="too_large",
+        subject=SECRET,
+        size=40 * 1024 * 1024,
+    )
     now = timezone.now()
     record = TaskRecord.objects.create(
         task_id=str(uuid.uuid4()),
@@ -126,6 +135,7 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         "workspace": workspace,
         "channel": channel,
         "mailbox": mailbox,
+        "inbound": inbound,
         "record": record,
     }
 
@@ -146,6 +156,7 @@ def test_another_organizations_ids_answer_404_on_every_route_and_change_nothing(
         "integrations/slack/workspaces": foreign["workspace"].pk,
         "integrations/slack/channels": foreign["channel"].pk,
         "integrations/mailboxes": foreign["mailbox"].pk,
+        "integrations/inbound-emails": foreign["inbound"].pk,
         "alerts/rules": foreign["rule"].pk,
         "alerts/incidents": foreign["incident"].pk,
         "schedules": foreign["schedule"].pk,
