@@ -216,7 +216,10 @@ def _new_row(
         uidvalidity=uidvalidity,
         uid=uid,
         size=min(len(raw), 2**31 - 1),
-        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw),
+        # Nothing to keep for a message that was not downloaded (too_large).
+        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
+        if raw
+        else "",
     )
     if parsed is not None:
         row.message_id = (parsed.message_id or "")[:998]
