@@ -27,6 +27,7 @@ from integrations.email.serializers import (
     MailboxCreateInputSerializer,
     MailboxOutputSerializer,
     MailboxUpdateInputSerializer,
+    OAuthStartOutputSerializer,
 )
 from integrations.models import InboundEmail, Mailbox
 from taskops.services import triggered_by_label
@@ -94,6 +95,19 @@ class MailboxViewSet(
             mailbox=self.get_object(), triggered_by=triggered_by_label(request.user)
         )
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: OAuthStartOutputSerializer})
+    @action(detail=True, methods=["post"], url_path="oauth/start")
+    def oauth_start(self, request: Request, pk: str | None = None) -> Response:
+        """Start OAuth2 consent: open ``authorize_url``; the provider returns to the callback."""
+        mailbox = self.get_object()
+        try:
+            url = email_services.mailbox_oauth_start(
+                mailbox=mailbox, user=request.user, redirect_uri=_oauth_redirect_uri(request)
+            )
+        except email_services.MailboxOAuthError as exc:
+            raise serializers.ValidationError({"auth_method": [str(exc)]}) from exc
+        return Response({"authorize_url": url})
 
     @extend_schema(request=None, responses={202: _TASK_ENQUEUED})
     @action(detail=True, methods=["post"])
