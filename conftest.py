@@ -32,6 +32,15 @@ def _empty_filesystem_broker() -> None:
             (settings.BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def _local_imap_allowed(settings: Any) -> None:
+    """The suite's Dovecot listens on 127.0.0.1 in plain text, and tests run without DEBUG:
+    allow both, as a deployment with a local IMAP server would. Tests of the refusal turn
+    these off again."""
+    settings.ZENITH_IMAP_ALLOW_PLAINTEXT = True
+    settings.ZENITH_IMAP_ALLOW_PRIVATE_HOSTS = True
+
+
 @pytest.fixture
 def organization(db: None) -> Organization:
     return OrganizationFactory(slug="acme", name="Acme")

@@ -43,13 +43,18 @@ class SlackWorkspace(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="slack_workspaces"
     )
-    # Globally unique: an event names only its team, and that must lead to one organization.
-    team_id = models.CharField(max_length=32, unique=True)
+    # What the admin typed. It means nothing until ``auth.test`` of the bot token answered
+    # this team (``verified_team_id``): events name only their team, so a team leads to
+    # the one workspace whose token was verified for it, and no one can claim another's.
+    team_id = models.CharField(max_length=32)
     name = models.CharField(max_length=200, blank=True, default="")
     bot_token = EncryptedTextField(blank=True, default="")
     # Who the token is (from auth.test), so the bot's own posts are never ingested.
     bot_user_id = models.CharField(max_length=32, blank=True, default="")
     bot_id = models.CharField(max_length=32, blank=True, default="")
+    # The team ``auth.test`` answered for the current token ("" until proven), and when.
+    verified_team_id = models.CharField(max_length=32, blank=True, default="")
+    verified_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
@@ -80,9 +85,24 @@ class SlackWorkspace(models.Model):
 
     class Meta:
         ordering = ["organization_id", "team_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "team_id"], name="uniq_slack_team_per_org"
+            ),
+            models.UniqueConstraint(
+                fields=["verified_team_id"],
+                condition=~models.Q(verified_team_id=""),
+                name="uniq_slack_verified_team",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name or self.team_id
+
+    @property
+    def verified(self) -> bool:
+        """The current token was proven (``auth.test``) to belong to ``team_id``."""
+        return bool(self.verified_team_id) and self.verified_team_id == self.team_id
 
 
 class SlackOAuthState(models.Model):
@@ -388,6 +408,7 @@ class InboundEmailState(models.TextChoices):
     AUTO_REPLY = "auto_reply", "Auto-reply (no ticket)"
     BOUNCE = "bounce", "Bounce (no ticket)"
     REJECTED = "rejected", "Rejected"
+    TOO_LARGE = "too_large", "Too large (not downloaded)"
 
 
 # Rows whose message is the organization's one copy of that Message-ID.
@@ -417,6 +438,8 @@ class InboundEmail(models.Model):
     from_address = models.CharField(max_length=320, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     size = models.PositiveIntegerField(default=0)
+    # The stored body was cut at ZENITH_MAX_BODY_CHARS (or its HTML at ZENITH_MAX_HTML_BYTES).
+    body_truncated = models.BooleanField(default=False)
     # The original message, gzip-compressed in Django's storage (integrations.email.services.raw);
     # emptied by the hourly cleanup after ZENITH_RAW_MAIL_RETENTION_DAYS.
     raw_file = models.CharField(max_length=300, blank=True, default="")

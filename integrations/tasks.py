@@ -9,12 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from integrations import sync
-from integrations.email.tasks import process_email_tickets, sync_mailbox_task
+from integrations.email.tasks import (
+    check_mailbox_connection,
+    process_email_tickets,
+    sync_mailbox_task,
+)
 from integrations.slack.tasks import process_slack_event, sync_slack_tickets
 from taskops.base import ZenithTask, zenith_task
 from tickets.models import Organization
 
 __all__ = [
+    "check_mailbox_connection",
     "manual_sync_trigger",
     "process_email_tickets",
     "process_slack_event",

@@ -425,6 +425,14 @@ ZENITH_LEDGER_RETRY_SECONDS = env.float("ZENITH_LEDGER_RETRY_SECONDS", default=6
 ZENITH_MAX_REDELIVERIES = env.int("ZENITH_MAX_REDELIVERIES", default=3)
 ZENITH_TASK_RETENTION_DAYS = env.int("ZENITH_TASK_RETENTION_DAYS", default=30)
 ZENITH_MAX_ATTACHMENT_BYTES = env.int("ZENITH_MAX_ATTACHMENT_BYTES", default=10 * 1024 * 1024)
+# Hostile mail (issue 14): a larger message is recorded `too_large` (size and subject) and
+# not downloaded; at most this much HTML is converted to text; bodies are cut at this many
+# characters with a visible marker; a message whose parsing takes longer is recorded
+# `rejected` and the mailbox goes on.
+ZENITH_MAX_MESSAGE_BYTES = env.int("ZENITH_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
+ZENITH_MAX_HTML_BYTES = env.int("ZENITH_MAX_HTML_BYTES", default=2 * 1024 * 1024)
+ZENITH_MAX_BODY_CHARS = env.int("ZENITH_MAX_BODY_CHARS", default=100_000)
+ZENITH_MAX_PARSE_SECONDS = env.float("ZENITH_MAX_PARSE_SECONDS", default=1.5)
 # The original .eml of every ingested message is kept (compressed) this long.
 ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
 # The smallest class (labelled tickets) that is trained and can be predicted.
@@ -460,6 +468,13 @@ SLACK_TOKEN_REFRESH_MARGIN_SECONDS = env.int("SLACK_TOKEN_REFRESH_MARGIN_SECONDS
 # IMAP: extra CA bundle for servers with a private CA (unset: the system's trust store).
 ZENITH_IMAP_CA_FILE = env.str("ZENITH_IMAP_CA_FILE", default="")
 ZENITH_IMAP_TIMEOUT = env.float("ZENITH_IMAP_TIMEOUT", default=30.0)
+# Outside DEBUG a mailbox may not use `security: none`, nor a host that resolves to a
+# loopback, private, link-local or otherwise internal address (checked on save and again
+# at connect time), unless these allow it.
+ZENITH_IMAP_ALLOW_PLAINTEXT = env.bool("ZENITH_IMAP_ALLOW_PLAINTEXT", default=False)
+ZENITH_IMAP_ALLOW_PRIVATE_HOSTS = env.bool("ZENITH_IMAP_ALLOW_PRIVATE_HOSTS", default=False)
+# Seconds the test-connection task gives the server (connect, TLS, login, each command).
+ZENITH_IMAP_TEST_TIMEOUT = env.float("ZENITH_IMAP_TEST_TIMEOUT", default=10.0)
 # OAuth2 (XOAUTH2) mailboxes: client credentials per provider, never per request.
 # https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
 ZENITH_OAUTH_MICROSOFT_CLIENT_ID = env.str("ZENITH_OAUTH_MICROSOFT_CLIENT_ID", default="")

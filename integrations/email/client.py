@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Literal, Self
@@ -24,6 +24,7 @@ from taskops.errors import TransientError
 __all__ = [
     "ConnectionTestResult",
     "ImapAuthError",
+    "ImapDestinationError",
     "ImapError",
     "ImapFolderError",
     "ImapMailbox",
@@ -82,6 +83,12 @@ class ImapFolderError(ImapError):
     kind = "folder"
 
 
+class ImapDestinationError(ImapError):
+    """The host resolved to an address this deployment may not connect to (SSRF guard)."""
+
+    kind = "destination"
+
+
 class ImapProtocolError(ImapError):
     """The server refused a command or answered something unexpected."""
 
@@ -102,6 +109,9 @@ class MailboxConfig:
     timeout: float = 30.0
     # Custom trust (e.g. a private CA); None means the system's verifying default.
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    # Called with the IP address the socket actually reached, before anything is sent;
+    # False refuses it (the host may resolve differently now than when it was saved).
+    peer_allowed: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
     # With an OAuth2 access token the login is SASL XOAUTH2 and the password is unused.
     access_token: str = field(default="", repr=False)
 
@@ -182,6 +192,20 @@ def _translate(action: str, *, tls_phase: bool = False) -> Iterator[None]:
         raise _command_error(action, exc) from exc
 
 
+class ImapNotImapError(ImapProtocolError):
+    """Whatever answered on host:port did not greet like an IMAP server."""
+
+    kind = "not_imap"
+
+
+@contextlib.contextmanager
+def _not_imap_on_protocol_error() -> Iterator[None]:
+    try:
+        yield
+    except ImapProtocolError as exc:
+        raise ImapNotImapError(str(exc)) from exc
+
+
 def _batches(uids: Sequence[int]) -> Iterator[list[int]]:
     """Yield uids in command-sized chunks."""
     for start in range(0, len(uids), BATCH_SIZE):
@@ -234,7 +258,10 @@ class ImapMailbox:
         cfg = self.config
         implicit_tls = cfg.security == "ssl"
         context = self._ssl_context() if cfg.security != "none" else None
-        with _translate(f"connect to {cfg.host}:{cfg.port}", tls_phase=implicit_tls):
+        with (
+            _not_imap_on_protocol_error(),
+            _translate(f"connect to {cfg.host}:{cfg.port}", tls_phase=implicit_tls),
+        ):
             client = IMAPClient(
                 cfg.host,
                 port=cfg.port,
@@ -243,6 +270,7 @@ class ImapMailbox:
                 timeout=cfg.timeout,
             )
         try:
+            self._check_peer(client)
             if context is not None and not implicit_tls:
                 self._starttls(client, context)
             self._login(client)
@@ -257,6 +285,19 @@ class ImapMailbox:
         self.selected_folder = None
         if client is not None:
             _close_quietly(client)
+
+    def _check_peer(self, client: IMAPClient) -> None:
+        """Refuse a connection to a disallowed address before any credential is sent."""
+        if self.config.peer_allowed is None:
+            return
+        try:
+            peer = str(client.socket().getpeername()[0])
+        except OSError as exc:
+            raise ImapTransientError(f"connect to {self.config.host}: {exc}") from exc
+        if not self.config.peer_allowed(peer):
+            raise ImapDestinationError(
+                f"{self.config.host} resolves to an address that is not allowed ({peer})"
+            )
 
     def _ssl_context(self) -> ssl.SSLContext:
         """Return the configured context or a verifying system default."""
@@ -360,6 +401,26 @@ class ImapMailbox:
                     result[int(uid)] = int(size)
         return result
 
+    def headers(self, uids: Iterable[int], *, max_bytes: int = 16384) -> dict[int, bytes]:
+        """Return {uid: the first ``max_bytes`` of its Subject, From, Date and Message-ID lines}.
+
+        For messages too large to download: the server sends only these header fields.
+        """
+        self._require_selected()
+        section = "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM DATE MESSAGE-ID)]"
+        result: dict[int, bytes] = {}
+        for batch in _batches(_clean_uids(uids)):
+            with _translate("UID FETCH HEADER.FIELDS"):
+                data = self.client.fetch(batch, [f"{section}<0.{max_bytes}>"])
+            requested = set(batch)
+            for uid, item in data.items():
+                if uid not in requested:
+                    continue
+                for key, value in item.items():
+                    if key.upper().startswith(b"BODY[HEADER") and isinstance(value, bytes):
+                        result[int(uid)] = value[:max_bytes]
+        return result
+
     def mark_seen(self, uids: Iterable[int]) -> None:
         """Set \\Seen on uids in the selected folder."""
         self._require_selected()
@@ -438,7 +499,43 @@ def test_connection(config: MailboxConfig) -> ConnectionTestResult:
                 capabilities=capabilities,
             )
     except ImapError as exc:
-        return ConnectionTestResult(ok=False, error_kind=exc.kind, error=str(exc))
+        kind = failure_kind(exc)
+        return ConnectionTestResult(ok=False, error_kind=kind, error=FAILURE_MESSAGES[kind])
+
+
+# What a connection test says about each kind of failure. Never the server's own words:
+# whatever answers on host:port (an internal service, an HTTP server) is not echoed.
+FAILURE_MESSAGES = {
+    "auth": "the server refused the user name or password",
+    "tls": "TLS could not be established (certificate, handshake or no STARTTLS)",
+    "timeout": "the server did not answer in time",
+    "refused": "the connection was refused",
+    "not_imap": "the server did not answer as an IMAP server",
+    "network": "the host could not be reached",
+    "folder": "the folder does not exist or cannot be opened",
+    "destination": "the host resolves to an address this deployment may not connect to",
+    "protocol": "the server refused a command",
+    "config": "the mailbox settings are incomplete or cannot be read",
+}
+
+
+def failure_kind(exc: ImapError) -> str:
+    """A connection failure's kind: auth, tls, timeout, refused, not_imap, network, ..."""
+    if not isinstance(exc, ImapTransientError):
+        return exc.kind if exc.kind in FAILURE_MESSAGES else "protocol"
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "refused"
+    if any(isinstance(c, TimeoutError) for c in causes):
+        return "timeout"
+    if any(isinstance(c, imap_exc.IMAPClientError | EOFError) for c in causes):
+        # A greeting that is not "* OK", or a peer that hung up on us: not an IMAP server.
+        return "not_imap"
+    return "network"
 
 
 # Keep pytest from collecting this helper when a test module imports it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from integrations.email.parsing import TRUNCATED_MARKER
 from tickets.models import Source, Ticket
 
 # Prefetched with every ticket list, so the hook below costs no query per ticket.
@@ -23,6 +24,8 @@ def ticket_output(ticket: Ticket) -> dict[str, Any]:
     return {
         "email": {
             "message_id": message_id,
+            # The body was cut at ZENITH_MAX_BODY_CHARS; it ends with a "truncated" marker.
+            "body_truncated": ticket.body.endswith(TRUNCATED_MARKER),
             "attachments": [
                 {
                     "id": attachment.pk,

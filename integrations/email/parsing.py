@@ -10,11 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import contextlib
 import datetime as dt
 import logging
 import mimetypes
 import quopri
 import re
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
@@ -22,18 +26,22 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
-from html.parser import HTMLParser
 from io import BytesIO
+from typing import Any
 
-import html2text
+from lxml import etree
 
 __all__ = [
+    "TRUNCATED_MARKER",
     "Attachment",
     "EmailParseError",
+    "ParseLimits",
+    "ParseTimeout",
     "ParsedEmail",
     "decode_bytes",
     "decode_header_value",
     "html_to_text",
+    "html_to_text_bounded",
     "parse_message",
 ]
 
@@ -114,6 +122,9 @@ class ParsedEmail:
     cc: list[str] = field(default_factory=list)
     reply_to: str = ""
     is_bounce: bool = False
+    # The body was cut (HTML over max_html_chars, text over max_body_chars); it ends in
+    # TRUNCATED_MARKER.
+    body_truncated: bool = False
 
     @property
     def thread_message_ids(self) -> list[str]:
@@ -381,49 +392,230 @@ def _auto_detection(msg: Message, content_type: str) -> tuple[bool, str, bool]:
 # -- bodies ----------------------------------------------------------------
 
 
-class _TextExtractor(HTMLParser):
-    """Last-resort HTML to text for markup html2text chokes on."""
+# Markup that is never text.
+_HTML_SKIP = frozenset(
+    {"script", "style", "head", "title", "template", "noscript", "svg", "object"}
+)
+_HTML_BLOCKS = frozenset(
+    {
+        "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "pre",
+        "section", "article", "header", "footer", "ul", "ol", "dl", "dt", "dd", "form",
+        "address", "center", "main", "nav", "aside", "figure", "fieldset",
+    }
+)  # fmt: skip
+# Nested lists indent at most this deep: indentation per level is what makes naive
+# converters' output (and time) grow with the square of the input on nested lists.
+_MAX_INDENT_LEVELS = 6
+# libxml2's nesting limit (without XML_PARSE_HUGE): deeper elements are dropped.
+_LIBXML2_MAX_DEPTH = 255
+# The walk looks at the clock every this many elements.
+_DEADLINE_EVERY = 512
+_TAG_RE = re.compile(r"<[^<>]*>")
+_SPACE_RE = re.compile(r"\s+")
 
-    _SKIP = frozenset({"script", "style", "head", "title"})
-    _BREAK = frozenset({"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6"})
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
+class ParseTimeout(EmailParseError):
+    """The message took longer than its parse budget; it is recorded, not converted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds that keep one hostile message from stalling a mailbox.
+
+    ``max_html_chars`` of HTML are converted to text at most, the body is cut at
+    ``max_body_chars`` (with a visible marker), and parsing stops with ParseTimeout
+    after ``seconds`` (None: no budget).
+    """
+
+    max_html_chars: int = 2 * 1024 * 1024
+    max_body_chars: int = 100_000
+    seconds: float | None = 1.5
+
+
+class _Deadline:
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def check(self) -> None:
+        if self.at is not None and time.monotonic() > self.at:
+            raise ParseTimeout(f"parsing took longer than {self.seconds:g} s")
+
+
+class _TextWriter:
+    """Collects text with Markdown-ish markup, collapsing whitespace, up to ``max_chars``."""
+
+    def __init__(self, max_chars: int) -> None:
         self.parts: list[str] = []
-        self._skipping = 0
+        self.size = 0
+        self.max_chars = max_chars
+        self.full = False
+        self.cut = False
+        self.pending_breaks = 0
+        self.at_line_start = True
+        self.preformatted = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BREAK:
-            self.parts.append("\n")
+    def text(self, value: str | None) -> None:
+        if not value or self.full:
+            return
+        if not self.preformatted:
+            value = _SPACE_RE.sub(" ", value)
+            if self.at_line_start or self.pending_breaks:
+                value = value.lstrip(" ")
+            if not value:
+                return
+        self.raw(value)
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
+    def raw(self, value: str) -> None:
+        if self.full or not value:
+            return
+        if self.pending_breaks and self.parts:
+            self._append("\n" * self.pending_breaks)
+        self.pending_breaks = 0
+        self._append(value)
+        self.at_line_start = value.endswith("\n")
 
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
+    def line_break(self, count: int = 1) -> None:
+        if self.parts:
+            self.pending_breaks = max(self.pending_breaks, count)
+            self.at_line_start = True
+
+    def _append(self, value: str) -> None:
+        room = self.max_chars - self.size
+        if len(value) >= room:
+            value, self.full = value[:room], True
+        self.parts.append(value)
+        self.size += len(value)
+
+
+def _html_walk(root: Any, writer: _TextWriter, deadline: _Deadline) -> None:
+    """Write the text of an lxml tree: one pass, constant work per element."""
+    lists: list[list[Any]] = []  # [tag, next number] per open ul/ol
+    links: list[str] = []
+    bold = italic = depth = 0
+    cells: list[int] = []  # cells written in each open table row
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for count, (event, element) in enumerate(walker):
+        if count % _DEADLINE_EVERY == 0:
+            deadline.check()
+        if writer.full:
+            return
+        tag = element.tag.lower() if isinstance(element.tag, str) else ""
+        if event == "start":
+            depth += 1
+            if depth >= _LIBXML2_MAX_DEPTH:
+                # libxml2 stops building the tree here: what was nested deeper is lost.
+                writer.cut = True
+            if tag in _HTML_SKIP:
+                walker.skip_subtree()
+                continue
+            if tag in _HTML_BLOCKS:
+                writer.line_break(2)
+            if tag == "pre":
+                writer.preformatted += 1
+            elif tag in ("ul", "ol"):
+                lists.append([tag, 1])
+            elif tag == "li":
+                writer.line_break(1)
+                level = min(len(lists), _MAX_INDENT_LEVELS + 1)
+                indent = "  " * max(level - 1, 0)
+                if lists and lists[-1][0] == "ol":
+                    writer.raw(f"{indent}{lists[-1][1]}. ")
+                    lists[-1][1] += 1
+                else:
+                    writer.raw(f"{indent}* ")
+            elif tag == "br":
+                writer.line_break(1)
+            elif tag == "tr":
+                writer.line_break(1)
+                cells.append(0)
+            elif tag in ("td", "th"):
+                if cells:
+                    if cells[-1]:
+                        writer.raw(" | ")
+                    cells[-1] += 1
+            elif tag in ("b", "strong"):
+                bold += 1
+                if bold == 1:
+                    writer.raw("**")
+            elif tag in ("i", "em"):
+                italic += 1
+                if italic == 1:
+                    writer.raw("_")
+            elif tag == "a":
+                href = (element.get("href") or "").strip()
+                usable = href.startswith(("http://", "https://", "mailto:"))
+                links.append(href if usable else "")
+                if usable:
+                    writer.raw("[")
+            writer.text(element.text)
+            continue
+        # end
+        depth -= 1
+        if tag in _HTML_SKIP:
+            writer.text(element.tail)
+            continue
+        if tag in _HTML_BLOCKS:
+            writer.line_break(2)
+        if tag == "pre":
+            writer.preformatted = max(writer.preformatted - 1, 0)
+        elif tag in ("ul", "ol") and lists:
+            lists.pop()
+        elif tag == "tr" and cells:
+            cells.pop()
+            writer.line_break(1)
+        elif tag in ("b", "strong") and bold:
+            bold -= 1
+            if not bold:
+                writer.raw("**")
+        elif tag in ("i", "em") and italic:
+            italic -= 1
+            if not italic:
+                writer.raw("_")
+        elif tag == "a" and links:
+            href = links.pop()
+            if href:
+                writer.raw(f"]({href})")
+        elif tag == "li":
+            writer.line_break(1)
+        writer.text(element.tail)
+
+
+def html_to_text_bounded(
+    html: str, *, max_chars: int = 100_000, seconds: float | None = None
+) -> tuple[str, bool]:
+    """HTML to readable text (Markdown-ish emphasis, links and lists) in time linear in its input.
+
+    libxml2 parses (recovering from any markup; nesting deeper than 256 is cut there) and
+    one iterative walk writes at most ``max_chars`` characters. Returns (text, truncated).
+    Raises ParseTimeout after ``seconds``.
+    """
+    deadline = _Deadline(seconds)
+    writer = _TextWriter(max_chars)
+    if html.strip():
+        parser = etree.HTMLParser(
+            encoding="utf-8",
+            recover=True,
+            no_network=True,
+            remove_comments=True,
+            remove_pis=True,
+            default_doctype=False,
+            collect_ids=False,
+        )
+        try:
+            root = etree.fromstring(html.encode("utf-8", "surrogatepass"), parser)
+        except (etree.LxmlError, ValueError) as exc:
+            logger.debug("HTML could not be parsed (%s); stripping tags", exc)
+            root = None
+            writer.text(_TAG_RE.sub(" ", html))
+        if root is not None:
+            _html_walk(root, writer, deadline)
+    return "".join(writer.parts), writer.full or writer.cut
 
 
 def html_to_text(html: str) -> str:
     """Convert HTML to readable plain text (Markdown-ish links and lists)."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wrapping; the UI wraps
-    converter.ignore_images = True  # inline images are kept as attachments
-    converter.unicode_snob = True  # keep real characters instead of ASCII look-alikes
-    try:
-        return converter.handle(html)
-    except Exception as exc:  # html2text is not hardened against hostile markup
-        logger.debug("html2text failed (%s); using the stdlib extractor", exc)
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception as exc:  # the stdlib parser is the last resort
-        logger.debug("HTMLParser failed too: %s", exc)
-    return "".join(extractor.parts)
+    return html_to_text_bounded(html)[0]
 
 
 def _normalize_body(text: str) -> str:
@@ -501,8 +693,56 @@ def _filename(part: Message, index: int, content_type: str) -> str:
     return f"attachment-{index}{extension}"
 
 
-def _extract(msg: Message, raw_size: int) -> ParsedEmail:
+TRUNCATED_MARKER = "[… truncated by Zenith: the original message is longer]"
+
+
+def _cap(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+def _body(
+    plain_parts: list[str], html_parts: list[str], limits: ParseLimits, deadline: _Deadline
+) -> tuple[str, bool]:
+    """The body text, from the plain parts or else the HTML ones, within ``limits``."""
+    cap = limits.max_body_chars
+    # Some mailers send an empty text/plain alternative next to the real HTML.
+    body, truncated = _cap("\n\n".join(text for text in plain_parts if text.strip()), cap * 2)
+    if not body.strip() and html_parts:
+        converted = []
+        html_budget = limits.max_html_chars
+        for html in html_parts:
+            if html_budget <= 0:
+                truncated = True
+                break
+            html, cut = _cap(html, html_budget)
+            html_budget -= len(html)
+            text, full = html_to_text_bounded(
+                html,
+                max_chars=cap + 1,
+                seconds=None if deadline.at is None else max(deadline.at - time.monotonic(), 0),
+            )
+            converted.append(text)
+            truncated = truncated or cut or full
+        # Block elements leave runs of blank lines; one blank line is enough.
+        body = re.sub(r"\n[ \t]*(?:\n[ \t]*){2,}", "\n\n", "\n\n".join(converted))
+    body = _normalize_body(body)
+    body, cut = _cap(body, cap)
+    if truncated or cut:
+        body = body.rstrip() + "\n\n" + TRUNCATED_MARKER
+    return body, truncated or cut
+
+
+def _extract(
+    msg: Message,
+    raw_size: int,
+    limits: ParseLimits | None = None,
+    deadline: _Deadline | None = None,
+) -> ParsedEmail:
     """Build a ParsedEmail from a parsed message (works with any email policy)."""
+    limits = limits or ParseLimits(seconds=None)
+    deadline = deadline or _Deadline(limits.seconds)
     if not msg.keys():
         raise EmailParseError("no header fields found; not an RFC 5322 message")
     content_type = msg.get_content_type()
@@ -513,6 +753,7 @@ def _extract(msg: Message, raw_size: int) -> ParsedEmail:
     html_parts: list[str] = []
     attachments: list[Attachment] = []
     for part in _leaves(msg):
+        deadline.check()
         part_type = part.get_content_type()
         disposition = part.get_content_disposition()
         has_filename = bool(part.get_filename())
@@ -536,12 +777,7 @@ def _extract(msg: Message, raw_size: int) -> ParsedEmail:
             )
         )
 
-    # Some mailers send an empty text/plain alternative next to the real HTML.
-    body = "\n\n".join(text for text in plain_parts if text.strip())
-    if not body.strip() and html_parts:
-        converted = "\n\n".join(html_to_text(html) for html in html_parts)
-        # html2text leaves runs of blank lines where block elements were nested.
-        body = re.sub(r"\n[ \t]*(?:\n[ \t]*){2,}", "\n\n", converted)
+    body, body_truncated = _body(plain_parts, html_parts, limits, deadline)
 
     from_pairs = _addresses(msg, "From", hint=hint) or _addresses(msg, "Sender", hint=hint)
     from_name, from_address = from_pairs[0] if from_pairs else ("", "")
@@ -563,7 +799,8 @@ def _extract(msg: Message, raw_size: int) -> ParsedEmail:
         cc=[address for _, address in _addresses(msg, "Cc", hint=hint)],
         reply_to=reply_to[0][1] if reply_to else "",
         date=_date(_header(msg, "Date")),
-        body_text=_normalize_body(body),
+        body_text=body,
+        body_truncated=body_truncated,
         attachments=attachments,
         is_auto=is_auto,
         auto_reason=auto_reason,
@@ -572,23 +809,85 @@ def _extract(msg: Message, raw_size: int) -> ParsedEmail:
     )
 
 
-def parse_message(raw: bytes) -> ParsedEmail:
-    """Parse raw message bytes; raise EmailParseError only if it is not a message at all."""
+def parse_message(raw: bytes, limits: ParseLimits | None = None) -> ParsedEmail:
+    """Parse raw message bytes within ``limits`` (default ``ParseLimits()``).
+
+    Raises EmailParseError if it is not a message at all, ParseTimeout (a subclass) when
+    it takes longer than ``limits.seconds``.
+    """
+    limits = limits or ParseLimits()
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise EmailParseError(f"expected bytes, got {type(raw).__name__}")
     data = bytes(raw)
     if not data.strip():
         raise EmailParseError("empty message")
+    deadline = _Deadline(limits.seconds)
     failure: Exception | None = None
-    # policy.default is the modern API, but its header registry has crashed on
-    # hostile input in the past; compat32 parses lazily and is a safe fallback.
-    for parse_policy in (policy.default, policy.compat32):
-        try:
-            msg = BytesParser(policy=parse_policy).parsebytes(data)
-            return _extract(msg, len(data))
-        except EmailParseError:
-            raise
-        except Exception as exc:  # any stdlib crash means "try the next policy"
-            logger.debug("parsing with %s failed: %r", parse_policy, exc)
-            failure = exc
+    with _hard_deadline(limits.seconds):
+        data = _join_base64_lines(data)
+        # policy.default is the modern API, but its header registry has crashed on
+        # hostile input in the past; compat32 parses lazily and is a safe fallback.
+        for parse_policy in (policy.default, policy.compat32):
+            try:
+                msg = BytesParser(policy=parse_policy).parsebytes(data)
+                deadline.check()
+                return _extract(msg, len(data), limits, deadline)
+            except EmailParseError:
+                raise
+            except Exception as exc:  # any stdlib crash means "try the next policy"
+                logger.debug("parsing with %s failed: %r", parse_policy, exc)
+                failure = exc
     raise EmailParseError(f"message could not be parsed: {failure!r}") from failure
+
+
+# Two or more consecutive lines of 60+ base64 characters (how encoders wrap attachments),
+# anchored at line starts so the search stays linear.
+_BASE64_RUN_RE = re.compile(rb"^(?:[A-Za-z0-9+/]{60,}\r?\n){2,}", re.MULTILINE)
+
+
+def _join_base64_lines(data: bytes) -> bytes:
+    """Join the wrapped lines of base64 bodies into one line each.
+
+    The stdlib's parser spends its time per line (a 20 MB attachment is 270,000 lines and
+    seconds of Python); base64 decoding ignores line breaks, so joined it reads the same
+    in a fraction of the time. Prose never has such lines: no spaces, 60+ characters.
+    """
+    if len(data) < 1024 * 1024:
+        return data
+    return _BASE64_RUN_RE.sub(
+        lambda match: match.group(0).replace(b"\r", b"").replace(b"\n", b"") + b"\r\n", data
+    )
+
+
+@contextlib.contextmanager
+def _hard_deadline(seconds: float | None) -> Iterator[None]:
+    """Interrupt parsing after ``seconds`` even inside the stdlib (main thread only).
+
+    The walk checks its deadline itself; this covers code that does not (the stdlib's
+    MIME and header parsers). Signals reach only the main thread, which is where a
+    Celery pool process runs its task; elsewhere the cooperative checks remain. A timer
+    that was already set (pytest-timeout's) is put back with the time it had left.
+    """
+    if (
+        seconds is None
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise ParseTimeout(f"parsing took longer than {seconds:g} s")
+
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, expire)
+    # A little after the cooperative deadline, which gives the better error.
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds + 0.2)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay:
+            left = max(previous_delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_interval)

@@ -141,12 +141,12 @@ def inbound_email_last_uid(*, mailbox: Mailbox, uidvalidity: int) -> int:
 def inbound_email_unflagged_uids(*, mailbox: Mailbox, uidvalidity: int) -> list[int]:
     """UIDs committed under this UIDVALIDITY but not yet marked \\Seen or moved on the server.
 
-    Rejected mail is left unread on purpose, for a person to look at.
+    Rejected and too-large mail is left unread on purpose, for a person to look at.
     """
     return list(
         InboundEmail.objects.filter(
             Q(mailbox=mailbox, uidvalidity=uidvalidity, flagged_at__isnull=True)
-            & ~Q(state=InboundEmailState.REJECTED)
+            & ~Q(state__in=[InboundEmailState.REJECTED, InboundEmailState.TOO_LARGE])
         )
         .order_by("uid")
         .values_list("uid", flat=True)

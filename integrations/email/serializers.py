@@ -196,6 +196,7 @@ class InboundEmailOutputSerializer(serializers.ModelSerializer):
             "from_address",
             "sent_at",
             "size",
+            "body_truncated",
             "ticket",
             "has_raw",
             "flagged_at",

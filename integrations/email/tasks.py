@@ -31,3 +31,14 @@ def sync_mailbox_task(
     if mailbox is None or not mailbox.enabled:
         return {"mailbox_id": mailbox_id, "skipped": "mailbox is gone or disabled"}
     return services.mailbox_poll_summary(mailbox=mailbox, on_progress=self.progress_callback())
+
+
+@zenith_task("integrations.tasks.test_mailbox_connection")
+def check_mailbox_connection(
+    mailbox_id: int, organization_id: int | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """Log in to a mailbox and look at its folders (never in a web process)."""
+    mailbox = selectors.mailbox_get(mailbox_id=mailbox_id, organization_id=organization_id)
+    if mailbox is None:
+        return {"mailbox_id": mailbox_id, "ok": False, "error_kind": "missing", "error": "gone"}
+    return services.mailbox_test_connection_summary(mailbox=mailbox)

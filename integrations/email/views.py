@@ -23,7 +23,6 @@ from integrations.email import selectors as email_selectors
 from integrations.email import services as email_services
 from integrations.email.serializers import (
     _TASK_ENQUEUED,
-    ConnectionTestOutputSerializer,
     InboundEmailOutputSerializer,
     MailboxCreateInputSerializer,
     MailboxOutputSerializer,
@@ -59,7 +58,10 @@ class MailboxViewSet(
         )
         serializer = MailboxCreateInputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        mailbox = email_services.mailbox_create(**serializer.validated_data)
+        try:
+            mailbox = email_services.mailbox_create(**serializer.validated_data)
+        except email_services.MailboxDestinationRefused as exc:
+            raise serializers.ValidationError({exc.field: [exc.reason]}) from exc
         return Response(
             MailboxOutputSerializer(mailbox, context={"request": request}).data,
             status=status.HTTP_201_CREATED,
@@ -76,9 +78,13 @@ class MailboxViewSet(
             mailbox = email_services.mailbox_update(mailbox=mailbox, data=serializer.validated_data)
         except email_services.MailboxLocationLocked as exc:
             raise serializers.ValidationError({name: [str(exc)] for name in exc.fields}) from exc
+        except email_services.MailboxPasswordRequired as exc:
+            raise serializers.ValidationError({"password": [str(exc)]}) from exc
+        except email_services.MailboxDestinationRefused as exc:
+            raise serializers.ValidationError({exc.field: [exc.reason]}) from exc
         return Response(MailboxOutputSerializer(mailbox, context={"request": request}).data)
 
-    @extend_schema(request=None, responses={200: ConnectionTestOutputSerializer})
+    @extend_schema(request=None, responses={202: _TASK_ENQUEUED})
     @action(
         detail=True,
         methods=["post"],
@@ -86,9 +92,15 @@ class MailboxViewSet(
         throttle_scope="mailbox_test_connection",
     )
     def test_connection(self, request: Request, pk: str | None = None) -> Response:
-        """Log in and look at the folders; nothing on the server changes."""
-        result = email_services.mailbox_test_connection(mailbox=self.get_object())
-        return Response(ConnectionTestOutputSerializer(result).data)
+        """Log in and look at the folders, in a task on the sync queue: 202 with its id.
+
+        The outcome (``ok``, ``error_kind``: auth, tls, timeout, refused, not_imap, ...)
+        is the task's result at ``tasks/status/{task_id}``.
+        """
+        task_id = email_services.mailbox_test_connection_enqueue(
+            mailbox=self.get_object(), triggered_by=triggered_by_label(request.user)
+        )
+        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: OAuthStartOutputSerializer})
     @action(detail=True, methods=["post"], url_path="oauth/start")

@@ -11,9 +11,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
 from integrations.slack import services as slack_services
+from integrations.slack.client import SlackTransientError
 from taskops import selectors as task_selectors
 from taskops.admin import lag_display
 from taskops.services import triggered_by_label
@@ -67,6 +69,33 @@ class SlackWorkspaceForm(forms.ModelForm):
             raise forms.ValidationError("a Slack token starts with xox (e.g. xoxb-…)")
         return token
 
+    def clean(self) -> dict[str, Any]:
+        """A new workspace, a new token or another team: ``auth.test`` must prove the team."""
+        cleaned = super().clean() or {}
+        team_id, token = cleaned.get("team_id"), cleaned.get("new_bot_token")
+        self._identity = None
+        if not team_id or self.errors:
+            return cleaned
+        if not (token or self.instance.pk is None or team_id != self.instance.team_id):
+            return cleaned
+        taken = SlackWorkspace.objects.filter(verified_team_id=team_id)
+        if self.instance.pk is not None:
+            taken = taken.exclude(pk=self.instance.pk)
+        if taken.exists():
+            self.add_error("team_id", "this workspace is already connected")
+            return cleaned
+        try:
+            self._identity = slack_services.slack_token_verify(
+                team_id=team_id, bot_token=token or self.instance.bot_token
+            )
+        except slack_services.SlackTokenRejected as exc:
+            self.add_error("new_bot_token", exc.reason)
+        except SlackTransientError:
+            self.add_error(
+                "new_bot_token", "Slack could not be reached to verify the token; try again."
+            )
+        return cleaned
+
     def save(self, commit: bool = True) -> SlackWorkspace:
         workspace: SlackWorkspace = super().save(commit=False)
         token = self.cleaned_data.get("new_bot_token")
@@ -75,6 +104,10 @@ class SlackWorkspaceForm(forms.ModelForm):
             workspace.bot_user_id = workspace.bot_id = workspace.last_error = ""
             # A pasted token does not rotate: the old install's refresh token is not its own.
             workspace.bot_refresh_token, workspace.bot_token_expires_at = "", None
+        identity = getattr(self, "_identity", None)
+        if identity is not None:
+            workspace.verified_team_id, workspace.verified_at = identity.team_id, timezone.now()
+            workspace.bot_user_id, workspace.bot_id = identity.user_id or "", identity.bot_id or ""
         if commit:
             workspace.save()
         return workspace
@@ -105,6 +138,7 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "name",
         "organization",
         "enabled",
+        "verified_at",
         "bot_user_id",
         "installed_via_oauth",
         "disabled_reason",
@@ -121,6 +155,8 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
         "disabled_at",
         "bot_user_id",
         "bot_id",
+        "verified_team_id",
+        "verified_at",
         "installed_via_oauth",
         "installed_at",
         "installed_by",

@@ -22,7 +22,6 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.django import SlackRequestHandler
 from slack_bolt.authorization import AuthorizeResult
 
-from integrations.models import SlackWorkspace
 from integrations.slack import services as slack_services
 from integrations.slack.client import SlackClientError
 from integrations.slack.services.install import WorkspaceTokens
@@ -38,7 +37,7 @@ def _authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResul
 
     Bolt passes arguments by parameter name, so these must stay positional-or-keyword.
     """
-    workspace = SlackWorkspace.objects.filter(team_id=team_id or "").first()
+    workspace = slack_services.slack_workspace_for_team(team_id=team_id or "")
     if workspace is None:
         return None
     bot_token = None

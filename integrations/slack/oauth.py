@@ -143,7 +143,10 @@ class DjangoInstallationStore(InstallationStore):
         team_id: str | None,
         is_enterprise_install: bool | None = False,
     ) -> Bot | None:
-        workspace = SlackWorkspace.objects.filter(team_id=team_id or "", enabled=True).first()
+        # Only the workspace whose token was proven for this team (see slack_workspace_for_team).
+        workspace = SlackWorkspace.objects.filter(
+            verified_team_id=team_id or "-", team_id=team_id or "-", enabled=True
+        ).first()
         if workspace is None or not workspace.bot_token:
             return None
         expires_at = workspace.bot_token_expires_at

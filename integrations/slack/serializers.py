@@ -32,6 +32,7 @@ class AdminWorkspaceField(serializers.PrimaryKeyRelatedField):
 class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
     organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     has_bot_token = serializers.SerializerMethodField()
+    verified = serializers.BooleanField(read_only=True)
     token_rotates = serializers.SerializerMethodField()
 
     class Meta:
@@ -44,6 +45,9 @@ class SlackWorkspaceOutputSerializer(serializers.ModelSerializer):
             "name",
             "enabled",
             "has_bot_token",
+            "verified",
+            "verified_team_id",
+            "verified_at",
             "bot_user_id",
             "installed_via_oauth",
             "installed_at",
@@ -74,10 +78,16 @@ class SlackWorkspaceCreateInputSerializer(serializers.Serializer):
     )
     enabled = serializers.BooleanField(default=True)
 
-    def validate_team_id(self, value: str) -> str:
-        if SlackWorkspace.objects.filter(team_id=value).exists():
-            raise serializers.ValidationError("this workspace is already connected")
-        return value
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Taken: proven by any organization, or typed in this one already. An unproven
+        # row elsewhere (from before tokens were verified) does not block the real owner.
+        team_id = attrs["team_id"]
+        taken = SlackWorkspace.objects.filter(
+            verified_team_id=team_id
+        ) | SlackWorkspace.objects.filter(organization=attrs["organization"], team_id=team_id)
+        if taken.exists():
+            raise serializers.ValidationError({"team_id": "this workspace is already connected"})
+        return attrs
 
 
 class SlackWorkspaceUpdateInputSerializer(StrictInputSerializer):

@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +20,7 @@ from integrations.models import SlackChannel, SlackWorkspace
 from integrations.slack import oauth as slack_oauth
 from integrations.slack import selectors as slack_selectors
 from integrations.slack import services as slack_services
+from integrations.slack.client import SlackTransientError
 from integrations.slack.serializers import (
     SlackChannelCreateInputSerializer,
     SlackChannelOutputSerializer,
@@ -29,6 +31,12 @@ from integrations.slack.serializers import (
 )
 from tickets.models import Role
 from tickets.permissions import organization_for_role, require_role_of_members
+
+
+class SlackUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Slack could not be reached to verify the bot token; try again later."
+    default_code = "slack_unavailable"
 
 
 class SlackWorkspaceViewSet(
@@ -59,6 +67,10 @@ class SlackWorkspaceViewSet(
         serializer.is_valid(raise_exception=True)
         try:
             workspace = slack_services.slack_workspace_create(**serializer.validated_data)
+        except slack_services.SlackTokenRejected as exc:
+            raise serializers.ValidationError({"bot_token": [exc.reason]}) from exc
+        except SlackTransientError as exc:
+            raise SlackUnavailable() from exc
         except IntegrityError as exc:
             raise serializers.ValidationError(
                 {"team_id": "this workspace is already connected"}
@@ -75,9 +87,14 @@ class SlackWorkspaceViewSet(
             data=request.data, context={"request": request}
         )
         serializer.is_valid(raise_exception=True)
-        workspace = slack_services.slack_workspace_update(
-            workspace=workspace, data=serializer.validated_data
-        )
+        try:
+            workspace = slack_services.slack_workspace_update(
+                workspace=workspace, data=serializer.validated_data
+            )
+        except slack_services.SlackTokenRejected as exc:
+            raise serializers.ValidationError({"bot_token": [exc.reason]}) from exc
+        except SlackTransientError as exc:
+            raise SlackUnavailable() from exc
         return Response(
             SlackWorkspaceOutputSerializer(workspace, context={"request": request}).data
         )

@@ -104,7 +104,12 @@ def foreign(other_organization: Organization, make_user: Any) -> dict[str, Any]:
         organization=org, name=SECRET, host="imap.globex.test", username=SECRET
     )
     inbound = InboundEmailFactory(
-        organization=org, mailbox=mailbox, subject=SECRET, from_address="spy@globex.test"
+        organization=org,
+        mailbox=mailbox,
+        state="too_large",
+        subject=SECRET,
+        from_address="spy@globex.test",
+        size=40 * 1024 * 1024,
     )
     now = timezone.now()
     record = TaskRecordFactory(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from email.utils import parseaddr
 from typing import Any, Literal
 
 import structlog
@@ -12,7 +13,14 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 
 from integrations.email import selectors as email_selectors
-from integrations.email.parsing import Attachment, EmailParseError, ParsedEmail, parse_message
+from integrations.email.parsing import (
+    Attachment,
+    EmailParseError,
+    ParsedEmail,
+    ParseLimits,
+    ParseTimeout,
+    parse_message,
+)
 from integrations.email.services.lease import MailboxLeaseLost
 from integrations.email.services.raw import raw_mail_store
 from integrations.models import (
@@ -26,7 +34,8 @@ from tickets.models import Source, Ticket
 from tickets.services import ticket_create, ticket_message_create
 
 logger = structlog.get_logger(__name__)
-_NOT_FLAGGED = frozenset({InboundEmailState.REJECTED})
+# Left unread on the server, for a person to look at.
+_NOT_FLAGGED = frozenset({InboundEmailState.REJECTED, InboundEmailState.TOO_LARGE})
 
 
 class AttachmentStorageError(Exception):
@@ -61,8 +70,38 @@ def _thread_ticket(
             if ticket is not None:
                 return ticket
     if parsed.ticket_tag is not None:
-        return Ticket.objects.filter(pk=parsed.ticket_tag, organization_id=organization_id).first()
+        ticket = Ticket.objects.filter(
+            pk=parsed.ticket_tag, organization_id=organization_id
+        ).first()
+        if ticket is not None and _takes_part(ticket=ticket, address=parsed.from_address):
+            return ticket
+        if ticket is not None:
+            # Anyone can type "[#42]": only the requester or someone already on the ticket
+            # may add to it that way; a stranger's mail opens a ticket of its own.
+            logger.info(
+                "email_subject_tag_ignored",
+                organization=organization_id,
+                ticket_id=ticket.pk,
+                reason="sender is not on the ticket",
+            )
     return None
+
+
+def _address_of(label: str) -> str:
+    """The e-mail address in a requester or author label ("Name <addr>" or "addr")."""
+    address = parseaddr(label)[1]
+    return address.strip().casefold() if "@" in address else ""
+
+
+def _takes_part(*, ticket: Ticket, address: str) -> bool:
+    """Whether ``address`` is the ticket's requester or the author of one of its messages."""
+    wanted = address.strip().casefold()
+    if not wanted:
+        return False
+    if _address_of(ticket.requester) == wanted:
+        return True
+    authors = ticket.messages.filter(author__icontains=wanted).values_list("author", flat=True)
+    return any(_address_of(author) == wanted for author in authors)
 
 
 def _store_attachments(
@@ -177,7 +216,10 @@ def _new_row(
         uidvalidity=uidvalidity,
         uid=uid,
         size=min(len(raw), 2**31 - 1),
-        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw),
+        # Nothing to keep for a message that was not downloaded (too_large).
+        raw_file=raw_mail_store(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
+        if raw
+        else "",
     )
     if parsed is not None:
         row.message_id = (parsed.message_id or "")[:998]
@@ -185,6 +227,7 @@ def _new_row(
         row.subject = parsed.subject[:500]
         row.from_address = parsed.from_address[:320]
         row.sent_at = parsed.date
+        row.body_truncated = parsed.body_truncated
     return row
 
 
@@ -223,6 +266,66 @@ def _reject(
     return row
 
 
+def email_parse_limits() -> ParseLimits:
+    """The bounds of parsing one message, from settings."""
+    return ParseLimits(
+        max_html_chars=settings.ZENITH_MAX_HTML_BYTES,
+        max_body_chars=settings.ZENITH_MAX_BODY_CHARS,
+        seconds=settings.ZENITH_MAX_PARSE_SECONDS or None,
+    )
+
+
+def _headers_only(raw: bytes) -> ParsedEmail | None:
+    """Subject, sender and Message-ID from the header block alone (small and quick)."""
+    end = raw.find(b"\r\n\r\n", 0, 65536)
+    end = raw.find(b"\n\n", 0, 65536) if end < 0 else end
+    header = raw[: end if end >= 0 else 16384][:65536]
+    try:
+        return parse_message(header + b"\r\n\r\n", ParseLimits(seconds=0.5))
+    except EmailParseError:
+        return None
+
+
+def email_record_too_large(
+    *, mailbox: Mailbox, uidvalidity: int, uid: int, size: int, header: bytes
+) -> InboundEmail:
+    """Record a message over ZENITH_MAX_MESSAGE_BYTES without downloading it.
+
+    ``header`` is its header block (``BODY.PEEK[HEADER.FIELDS (...)]``), so the row shows
+    who sent what. The row moves the cursor past the message; the mail stays unread on the
+    server for a person to look at.
+    """
+    limit = settings.ZENITH_MAX_MESSAGE_BYTES
+    parsed = _headers_only(header) if header.strip() else None
+    row = _new_row(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=b"", parsed=parsed)
+    if parsed is not None and not parsed.message_id:
+        row.message_key = ""
+    row.size = min(size, 2**31 - 1)
+    row.state = InboundEmailState.TOO_LARGE
+    row.reason = (
+        f"{size} bytes, over ZENITH_MAX_MESSAGE_BYTES ({limit} bytes): not downloaded; "
+        "it is still in the mailbox"
+    )
+    logger.warning(
+        "email_too_large",
+        organization=mailbox.organization_id,
+        mailbox_id=mailbox.pk,
+        uid=uid,
+        size=size,
+        limit=limit,
+    )
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError as exc:
+        if _ingested_elsewhere(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid):
+            raise MailboxLeaseLost(
+                f"mailbox {mailbox.pk}: UID {uid} taken by another poll"
+            ) from exc
+        raise
+    return row
+
+
 def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) -> InboundEmail:
     """Ingest one fetched message in one transaction: ledger row and ticket or follow-up.
 
@@ -230,8 +333,22 @@ def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) ->
     in the same commit. A row that already exists for this UID means another poll
     overlapped this one: MailboxLeaseLost, and this poll stops.
     """
+    if len(raw) > settings.ZENITH_MAX_MESSAGE_BYTES:
+        # The server under-reported RFC822.SIZE: still, do not parse it.
+        return email_record_too_large(
+            mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, size=len(raw), header=raw[:16384]
+        )
     try:
-        parsed = parse_message(raw)
+        parsed = parse_message(raw, email_parse_limits())
+    except ParseTimeout as exc:
+        return _reject(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            raw=raw,
+            parsed=_headers_only(raw),
+            reason=f"{exc.reason} (ZENITH_MAX_PARSE_SECONDS); not converted",
+        )
     except EmailParseError as exc:
         return _reject(
             mailbox=mailbox,

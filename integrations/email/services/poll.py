@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.utils import timezone
 
 from integrations.crypto import DecryptionError
@@ -16,7 +18,12 @@ from integrations.email.client import (
     ImapMailbox,
 )
 from integrations.email.oauth import OAuthTransientError
-from integrations.email.services.ingest import _NOT_FLAGGED, AttachmentStorageError, email_ingest
+from integrations.email.services.ingest import (
+    _NOT_FLAGGED,
+    AttachmentStorageError,
+    email_ingest,
+    email_record_too_large,
+)
 from integrations.email.services.lease import (
     MailboxLeaseLost,
     _lease_renew,
@@ -56,6 +63,7 @@ class MailboxSyncReport:
     auto_reply: int = 0
     bounce: int = 0
     rejected: int = 0
+    too_large: int = 0
     flagged: int = 0
     error: str = ""
     error_kind: str = ""
@@ -68,27 +76,37 @@ class MailboxSyncReport:
         return asdict(self)
 
 
-def _fetch_batches(imap: ImapMailbox, uids: Sequence[int]) -> Iterator[list[int]]:
+def _fetch_batches(
+    imap: ImapMailbox, uids: Sequence[int], *, max_message_bytes: int
+) -> Iterator[tuple[list[int], dict[int, int]]]:
     """Split uids into batches bounded by FETCH_BATCH_MESSAGES and FETCH_BATCH_BYTES.
 
-    Sizes are asked for a slice at a time, so a huge first poll starts ingesting at once.
+    Yields (batch, {uid: size} of its messages over ``max_message_bytes``): those are not
+    downloaded and count nothing towards the batch's bytes. Sizes are asked for a slice
+    at a time, so a huge first poll starts ingesting at once.
     """
     batch: list[int] = []
+    oversized: dict[int, int] = {}
     size = 0
     for start in range(0, len(uids), SIZE_LOOKAHEAD):
         chunk = uids[start : start + SIZE_LOOKAHEAD]
         sizes = imap.sizes(chunk)
         for uid in chunk:
             message_size = sizes.get(uid, 0)
+            too_large = message_size > max_message_bytes
             if batch and (
-                len(batch) >= FETCH_BATCH_MESSAGES or size + message_size > FETCH_BATCH_BYTES
+                len(batch) >= FETCH_BATCH_MESSAGES
+                or (not too_large and size + message_size > FETCH_BATCH_BYTES)
             ):
-                yield batch
-                batch, size = [], 0
+                yield batch, oversized
+                batch, oversized, size = [], {}, 0
             batch.append(uid)
-            size += message_size
+            if too_large:
+                oversized[uid] = message_size
+            else:
+                size += message_size
     if batch:
-        yield batch
+        yield batch, oversized
 
 
 def _flag(
@@ -157,16 +175,28 @@ def _poll(
         total, done = len(uids), 0
         if on_progress is not None:
             on_progress(0, total, f"{mailbox.name}: {total} new message(s)")
-        for batch in _fetch_batches(imap, uids):
-            raws = imap.fetch(batch)
+        limit = settings.ZENITH_MAX_MESSAGE_BYTES
+        for batch, oversized in _fetch_batches(imap, uids, max_message_bytes=limit):
+            raws = imap.fetch([uid for uid in batch if uid not in oversized])
+            headers = imap.headers(list(oversized)) if oversized else {}
             # Checked before every batch's commits, so a poll presumed dead stops early.
             _lease_renew(mailbox=mailbox, owner=owner)
             to_flag: list[int] = []
             for uid in batch:
-                raw = raws.get(uid)
-                if raw is None:
-                    continue  # expunged since the search: nothing to ingest
-                row = email_ingest(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
+                started = time.monotonic()
+                if uid in oversized:
+                    row = email_record_too_large(
+                        mailbox=mailbox,
+                        uidvalidity=uidvalidity,
+                        uid=uid,
+                        size=oversized[uid],
+                        header=headers.get(uid, b""),
+                    )
+                else:
+                    raw = raws.get(uid)
+                    if raw is None:
+                        continue  # expunged since the search: nothing to ingest
+                    row = email_ingest(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
                 logger.info(
                     "email_ingested",
                     organization=mailbox.organization_id,
@@ -175,6 +205,8 @@ def _poll(
                     state=row.state,
                     ticket_id=row.ticket_id,
                     inbound_email_id=row.pk,
+                    size=row.size,
+                    duration_ms=round((time.monotonic() - started) * 1000, 1),
                 )
                 report.fetched += 1
                 report.count(row.state)

@@ -38,7 +38,7 @@ class Command(SyncCommand):
                         f"  {mailbox.name}: {report.fetched} message(s): {report.ticket} new "
                         f"ticket(s), {report.followup} follow-up(s), {report.duplicate} "
                         f"duplicate(s), {report.auto_reply} auto-repl(ies), {report.bounce} "
-                        f"bounce(s), {report.rejected} rejected"
+                        f"bounce(s), {report.rejected} rejected, {report.too_large} too large"
                     )
                 )
         return failed

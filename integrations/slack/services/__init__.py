@@ -11,6 +11,7 @@ from integrations.slack.services.events import (
     slack_event_process,
     slack_event_receive,
     slack_events_prune,
+    slack_workspace_for_team,
 )
 from integrations.slack.services.ingest import (
     IngestReport,
@@ -38,9 +39,12 @@ from integrations.slack.services.text import (
     slack_subject,
 )
 from integrations.slack.services.workspaces import (
+    SlackTokenRejected,
     slack_channel_create,
     slack_channel_update,
+    slack_token_verify,
     slack_workspace_create,
+    slack_workspace_record_verified,
     slack_workspace_update,
 )
 
@@ -52,6 +56,7 @@ __all__ = [
     "USER_CACHE_TTL",
     "IngestReport",
     "RequesterResolver",
+    "SlackTokenRejected",
     "SyncReport",
     "slack_channel_create",
     "slack_channel_sync",
@@ -68,7 +73,10 @@ __all__ = [
     "slack_sync_enqueue",
     "slack_sync_organization",
     "slack_sync_organization_summary",
+    "slack_token_verify",
     "slack_workspace_create",
+    "slack_workspace_for_team",
+    "slack_workspace_record_verified",
     "slack_workspace_sync",
     "slack_workspace_update",
 ]

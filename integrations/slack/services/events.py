@@ -48,6 +48,21 @@ _UNINSTALL_EVENTS = {
 }
 
 
+def slack_workspace_for_team(*, team_id: str) -> SlackWorkspace | None:
+    """The workspace whose bot token was proven (``auth.test``) to be of ``team_id``.
+
+    Events name only their team: routing by the typed ``team_id`` would hand them to
+    whoever typed it first. Unproven workspaces get no events.
+    """
+    if not team_id:
+        return None
+    return (
+        SlackWorkspace.objects.select_related("organization")
+        .filter(verified_team_id=team_id, team_id=team_id)
+        .first()
+    )
+
+
 def _event_triage(*, workspace: SlackWorkspace | None, event: Mapping[str, Any]) -> tuple[str, str]:
     """(status, note) of a fresh delivery: pending work, or ignored and why."""
     if workspace is None:
@@ -81,7 +96,7 @@ def slack_event_receive(
     if payload.get("type") != "event_callback" or not event_id or not isinstance(event, dict):
         return None, False
     team_id = str(payload.get("team_id") or event.get("team") or "")
-    workspace = SlackWorkspace.objects.filter(team_id=team_id).first()
+    workspace = slack_workspace_for_team(team_id=team_id)
     status, note = _event_triage(workspace=workspace, event=event)
     with transaction.atomic():
         row, created = SlackEvent.objects.get_or_create(

@@ -94,12 +94,20 @@ def slack_workspace_install(
         "disabled_at": None,
         "last_error": "",
         "last_error_at": None,
+        # Slack's own answer named the team: the install is the proof of ownership.
+        "verified_team_id": team_id,
+        "verified_at": now,
     }
     try:
         with transaction.atomic():
-            workspace = SlackWorkspace.objects.select_for_update().filter(team_id=team_id).first()
-            if workspace is not None and workspace.organization_id != organization.pk:
+            owners = SlackWorkspace.objects.select_for_update().filter(verified_team_id=team_id)
+            if owners.exclude(organization=organization).exists():
                 raise TeamClaimedError(team_id)
+            workspace = (
+                SlackWorkspace.objects.select_for_update()
+                .filter(organization=organization, team_id=team_id)
+                .first()
+            )
             if workspace is None:
                 workspace = SlackWorkspace(organization=organization, team_id=team_id)
             for name, value in values.items():

@@ -34,7 +34,11 @@ from integrations.slack.services.ingest import (
 )
 from integrations.slack.services.requesters import RequesterResolver
 from integrations.slack.services.text import _error_text, _ts_key, _ts_max, slack_client_for
-from integrations.slack.services.workspaces import _channel_record_error, _workspace_record_error
+from integrations.slack.services.workspaces import (
+    _channel_record_error,
+    _workspace_record_error,
+    slack_workspace_record_verified,
+)
 from integrations.transactions import atomic_async_commit
 from taskops.base import TransientError
 from taskops.progress import ProgressCallback
@@ -215,6 +219,13 @@ def slack_workspace_sync(
         return
     if identity.team_id != workspace.team_id:
         error = f"the bot token belongs to team {identity.team_id}, not {workspace.team_id}"
+        _workspace_record_error(workspace=workspace, error=error)
+        report.errors.append({"workspace": workspace.team_id, "error": error})
+        return
+    # The same proof as on connect: a workspace connected before tokens were verified
+    # gets its verification (and its events) here, unless another one already holds it.
+    if not slack_workspace_record_verified(workspace=workspace, identity=identity):
+        error = f"team {workspace.team_id} is connected to another organization"
         _workspace_record_error(workspace=workspace, error=error)
         report.errors.append({"workspace": workspace.team_id, "error": error})
         return

@@ -206,21 +206,31 @@ def test_only_organization_admins_configure_mailboxes(
     assert Mailbox.objects.count() == 1
 
 
-@pytest.mark.dovecot
-def test_connection_test_action(
-    admin_api: APIClient, make_mailbox: MakeMailbox, imap_account: ImapAccount
+def test_connection_test_is_a_task_on_the_sync_queue(
+    admin_api: APIClient,
+    make_mailbox: MakeMailbox,
+    imap_account: ImapAccount,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    good = make_mailbox(imap_account)
-    bad = make_mailbox(imap_account, password="wrong")
+    from zenith.celery import app
 
-    ok = admin_api.post(f"{URL}/{good.pk}/test-connection")
-    failed = admin_api.post(f"{URL}/{bad.pk}/test-connection/")
+    # Publishing is the broker's business; the run itself: test_mailbox_security.py.
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, **kw: sent.append((name, kw)))
+    mailbox = make_mailbox(imap_account)
 
-    assert ok.status_code == 200
-    assert ok.json()["ok"] is True
-    assert ok.json()["uidvalidity"] == imap_account.uidvalidity()
-    assert failed.status_code == 200
-    assert (failed.json()["ok"], failed.json()["error_kind"]) == (False, "auth")
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = admin_api.post(f"{URL}/{mailbox.pk}/test-connection")
+
+    assert answer.status_code == 202
+    assert sent[0][0] == "integrations.tasks.test_mailbox_connection"
+    assert sent[0][1]["task_id"] == answer.json()["task_id"]
+    assert sent[0][1]["kwargs"] == {
+        "mailbox_id": mailbox.pk,
+        "organization_id": mailbox.organization_id,
+    }
+    assert app.amqp.router.route({}, sent[0][0])["queue"].name == "sync_tasks"
 
 
 @pytest.mark.parametrize("slash", ["", "/"])

@@ -366,9 +366,10 @@ def test_test_connection_reports_auth_error(imap_account: ImapAccount) -> None:
     assert result.error
 
 
-def test_test_connection_reports_transient_error(closed_port: int) -> None:
+def test_test_connection_reports_a_refused_connection(closed_port: int) -> None:
     result = test_connection(MailboxConfig("127.0.0.1", closed_port, "none", "u", "p"))
-    assert (result.ok, result.error_kind) == (False, "transient")
+    assert (result.ok, result.error_kind) == (False, "refused")
+    assert result.error == "the connection was refused"
 
 
 # -- configuration --------------------------------------------------------------

@@ -90,8 +90,14 @@ def test_reply_to_a_follow_up_threads_onto_the_same_ticket(
 def test_subject_tag_threads_onto_a_ticket_of_the_same_organization(
     mailbox: Mailbox, imap_account: ImapAccount, other_organization: Organization
 ) -> None:
-    ours = TicketFactory(organization=mailbox.organization, subject="Monitor flickers")
-    theirs = TicketFactory(organization=other_organization, subject="Not yours")
+    ours = TicketFactory(
+        organization=mailbox.organization,
+        subject="Monitor flickers",
+        requester=samples.DEFAULT_FROM,
+    )
+    theirs = TicketFactory(
+        organization=other_organization, subject="Not yours", requester=samples.DEFAULT_FROM
+    )
     append_all(imap_account, [samples.tagged(ours.pk), samples.tagged(theirs.pk)])
 
     report = mailbox_poll(mailbox=mailbox)
@@ -103,6 +109,45 @@ def test_subject_tag_threads_onto_a_ticket_of_the_same_organization(
     new = Ticket.objects.get(source="email")
     assert new.organization == mailbox.organization
     assert new.subject == f"Re: [#{theirs.pk}] Printer is on fire"
+
+
+def test_a_subject_tag_from_a_stranger_opens_a_new_ticket(
+    mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    """Typing "[#id]" is not enough: the sender must be the requester or already on it."""
+    ticket = TicketFactory(
+        organization=mailbox.organization,
+        subject="Payroll export",
+        requester="Bob Requester <bob@example.com>",
+    )
+    ticket.messages.create(source="email", author="Carol Colleague <CAROL@example.com>")
+    append_all(
+        imap_account,
+        [
+            samples.plain(
+                f"Re: [#{ticket.pk}] Payroll export",
+                "Send me the file.\n",
+                from_="Mallory <mallory@evil.test>",
+            ),
+            samples.plain(
+                f"Re: [#{ticket.pk}] Payroll export", "Bob here.\n", from_="bob@EXAMPLE.com"
+            ),
+            samples.plain(f"[#{ticket.pk}]", "Carol here.\n", from_="carol@example.com"),
+        ],
+    )
+
+    report = mailbox_poll(mailbox=mailbox)
+
+    assert (report.ticket, report.followup) == (1, 2)
+    assert list(ticket.messages.exclude(body="").values_list("body", flat=True)) == [
+        "Bob here.",
+        "Carol here.",
+    ]
+    spoof = Ticket.objects.get(source="email")
+    assert (spoof.requester, spoof.body) == ("Mallory <mallory@evil.test>", "Send me the file.")
+    assert spoof.pk != ticket.pk
+    row = InboundEmail.objects.get(ticket=spoof)
+    assert row.state == "ticket"
 
 
 def test_auto_reply_to_a_ticket_adds_nothing(mailbox: Mailbox, imap_account: ImapAccount) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 
 from integrations.models import SlackChannel, SlackWorkspace
 from tests.integrations.factories import SlackChannelFactory, SlackWorkspaceFactory
@@ -52,6 +53,9 @@ def workspace(organization: Organization, slack_settings: Any) -> SlackWorkspace
         bot_token=DEFAULT_TOKEN,
         bot_user_id=DEFAULT_BOT_USER_ID,
         bot_id=DEFAULT_BOT_ID,
+        # As slack_workspace_create leaves it: auth.test proved the token is the team's.
+        verified_team_id=DEFAULT_TEAM_ID,
+        verified_at=timezone.now(),
     )
 
 

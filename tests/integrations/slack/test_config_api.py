@@ -13,6 +13,13 @@ CHANNELS = "/api/v1/integrations/slack/channels"
 TOKEN = "xoxb-1111-2222-abcdefsecret"
 
 
+@pytest.fixture(autouse=True)
+def _tokens(slack_settings, slack_api):
+    """The local Slack API server knows the tokens these tests connect with."""
+    slack_api.add_workspace(token=TOKEN, team_id="T0000001")
+    slack_api.add_workspace(token="xoxb-new-token-1", team_id="T0000001")
+
+
 @pytest.fixture
 def admin_client(make_user, make_api_client, organization):
     return make_api_client(make_user(organization=organization, role=Role.ADMIN, username="ada"))
@@ -21,7 +28,11 @@ def admin_client(make_user, make_api_client, organization):
 @pytest.fixture
 def acme_workspace(organization):
     return SlackWorkspaceFactory(
-        organization=organization, team_id="T0000001", name="Acme", bot_token=TOKEN
+        organization=organization,
+        team_id="T0000001",
+        name="Acme",
+        bot_token=TOKEN,
+        verified_team_id="T0000001",
     )
 
 

@@ -150,7 +150,10 @@ def test_admin_workspace_form_never_shows_the_token(admin_browser, organization,
     assert re.search(r'<input type="password" name="new_bot_token"', html)
 
 
-def test_admin_adds_a_workspace_with_an_encrypted_token(admin_browser, organization):
+def test_admin_adds_a_workspace_with_an_encrypted_token(
+    admin_browser, organization, slack_settings, slack_api
+):
+    slack_api.add_workspace(token="xoxb-from-admin", team_id="T0000042")
     answer = admin_browser.post(
         "/admin/integrations/slackworkspace/add/",
         {
@@ -165,7 +168,9 @@ def test_admin_adds_a_workspace_with_an_encrypted_token(admin_browser, organizat
     )
 
     assert answer.status_code == 302, answer.content.decode()[:2000]
-    assert SlackWorkspace.objects.get(team_id="T0000042").bot_token == "xoxb-from-admin"
+    workspace = SlackWorkspace.objects.get(team_id="T0000042")
+    assert workspace.bot_token == "xoxb-from-admin"
+    assert (workspace.verified_team_id, workspace.verified) == ("T0000042", True)
 
 
 def test_admin_sync_now_enqueues_and_says_so(
