@@ -57,6 +57,15 @@ class ZenithTask(Task):
         """A ``ProgressCallback`` for services: forwards each report to ``progress``."""
         return lambda done, total, message: self.progress(done=done, total=total, message=message)
 
+    def replace(self, sig: Any) -> Any:
+        """Celery's replace (same task id), with the ledger row queued again first: a second
+        message of a running task is otherwise refused as a duplicate copy."""
+        if settings.ZENITH_TASK_LEDGER and self.request.id and not self.request.called_directly:
+            from taskops import ledger
+
+            ledger.task_replaced(task_id=self.request.id)
+        return super().replace(sig)
+
     def retry_delay(self) -> int:
         """Seconds to wait before the next attempt (the policy in settings)."""
         delays = settings.ZENITH_RETRY_DELAYS

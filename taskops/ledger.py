@@ -332,6 +332,15 @@ def task_started(*, task_id: str, name: str, request: Any) -> str:
 
 
 @_ledger_write
+def task_replaced(*, task_id: str) -> None:
+    """A task is about to replace itself (a batch's next slice, same task id): its row goes
+    back to PENDING so the replacement message may start it, progress kept."""
+    TaskRecord.objects.filter(
+        task_id=task_id, state__in=[TaskState.STARTED, TaskState.PROGRESS]
+    ).update(state=TaskState.PENDING, updated_at=timezone.now())
+
+
+@_ledger_write
 def task_progressed(*, task_id: str, done: int, total: int, message: str) -> None:
     """Record a PROGRESS report of a running task."""
     TaskRecord.objects.filter(
