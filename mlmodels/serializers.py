@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from mlmodels.models import ModelVersion, Target
-from tickets.models import Organization, Ticket
+from tickets.models import Ticket
 from tickets.serializers import StrictInputSerializer
 
 
@@ -83,10 +83,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
 class ReviewTicketOutputSerializer(serializers.ModelSerializer):
     """A ticket in the review queue: its labels and each target's latest prediction."""
 
-    organization: serializers.SlugRelatedField[Organization] = serializers.SlugRelatedField(
-        slug_field="slug", read_only=True
-    )
-    organization_id = serializers.IntegerField(read_only=True)
+    organization_slug = serializers.CharField(source="organization.slug", read_only=True)
     review_margin = serializers.FloatField(read_only=True, allow_null=True, default=None)
     predictions = serializers.SerializerMethodField()
 
@@ -95,7 +92,7 @@ class ReviewTicketOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "organization",
-            "organization_id",
+            "organization_slug",
             "subject",
             "body",
             "category",

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from integrations.models import SlackWorkspace
+from tests.integrations.factories import SlackWorkspaceFactory
 from tickets.models import Role
 from zenith.logs import WithoutSlackBodies
 
@@ -88,9 +88,10 @@ def bolt_debug(settings: Any, organization: Any) -> Iterator[str]:
     """A fresh Bolt app (new signing secret) built while its logger is at DEBUG."""
     secret = uuid.uuid4().hex
     settings.SLACK_SIGNING_SECRET = secret
-    SlackWorkspace.objects.create(
+    SlackWorkspaceFactory(
         organization=organization,
         team_id=TEAM_ID,
+        verified_team_id=TEAM_ID,  # events reach only a workspace proven to own its team
         name="Logs",
         bot_token="xoxb-logs",
         bot_user_id="UBOTSELF",
