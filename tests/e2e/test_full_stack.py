@@ -264,12 +264,21 @@ def test_full_stack_over_http(stack, make_user):
     )
 
     # A task that fails (mailbox unreachable), is fixed, and is retried through the API.
-    api.patch(f"integrations/mailboxes/{mailbox.json()['id']}/", {"port": free_port()})
+    # Where a mailbox connects changes only with its password in the same request.
+    moved = api.patch(
+        f"integrations/mailboxes/{mailbox.json()['id']}/",
+        {"port": free_port(), "password": password},
+    )
+    assert moved.status_code == 200, moved.text
     failing = api.post("tasks/sync/email", {"organization_id": org_id}).json()["task_id"]
     failed = api.wait_task(failing, {"FAILURE", "SUCCESS"}, timeout=120)
     assert failed["state"] == "FAILURE", failed
     assert failed["retries"] == 3
-    api.patch(f"integrations/mailboxes/{mailbox.json()['id']}/", {"port": stack["dovecot"].port})
+    back = api.patch(
+        f"integrations/mailboxes/{mailbox.json()['id']}/",
+        {"port": stack["dovecot"].port, "password": password},
+    )
+    assert back.status_code == 200, back.text
     retried = api.post(f"tasks/retry/{failing}")
     assert retried.status_code == 202, retried.text
     again = api.wait_task(retried.json()["task_id"], {"SUCCESS", "FAILURE"})
