@@ -25,6 +25,10 @@ def prepare() -> None:
     (ROOT / "var").mkdir(exist_ok=True)
     manage("migrate", "--noinput", "-v", "0")
     manage("setup_periodic_tasks")
+
+
+def seed() -> None:
+    """The demo organization (idempotent); the server already answers meanwhile."""
     manage("seed_demo", "--quiet")
 
 
@@ -73,6 +77,7 @@ def main() -> int:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     prepare()
     processes = start()
+    seed()
     train_in_background()
     token = subprocess.run(  # noqa: S603
         [PYTHON, "manage.py", "drf_create_token", "demo"],
