@@ -226,9 +226,10 @@ def test_prometheus_scrapes_metrics_of_web_with_the_bearer_token() -> None:
     web = compose["services"]["web"]
     assert targets == ["web:8000"]
     assert "0.0.0.0:8000" in web["command"]
-    # ${DJANGO_ALLOWED_HOSTS:-localhost,...}: the default lets Prometheus' Host header in.
-    default_hosts = web["environment"]["DJANGO_ALLOWED_HOSTS"].split(":-")[1].rstrip("}")
-    assert "web" in default_hosts.split(",")
+    # ${DJANGO_ALLOWED_HOSTS:?...},web: the operator's hosts plus the name Prometheus uses.
+    allowed = web["environment"]["DJANGO_ALLOWED_HOSTS"]
+    assert allowed.startswith("${DJANGO_ALLOWED_HOSTS:?")
+    assert allowed.rsplit("}", 1)[1].split(",")[1:] == ["web"]
 
     # The token file is the compose secret made from the variable web checks the token against.
     secret = Path(auth["credentials_file"])
