@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,15 +16,14 @@ from mlmodels.models import ModelVersion
 from mlmodels.services import model_activate, model_train
 from taskops.models import TaskRecord
 from taskops.services import periodic_tasks_setup
+from tests.support.browser import chromium_page
 from tests.support.email_samples import plain
-from tests.support.services import missing
 from tests.tickets.factories import OrganizationFactory, TicketFactory
 from tickets.models import LabelChange, LabelSource, Role
 from tickets.services import membership_set
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "admin-browser"
 PASSWORD = "browser-pass-123"
 WORDS = {
@@ -48,31 +45,8 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        missing("Chromium at /usr/bin/chromium")
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls between
-    # page steps are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-    from playwright.sync_api import sync_playwright
-
-    shutil.rmtree(OUTPUT, ignore_errors=True)
-    OUTPUT.mkdir(parents=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-background-networking",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(monkeypatch, OUTPUT) as page:
+        yield page
 
 
 def shot(page: Any, name: str) -> None:
