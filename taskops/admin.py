@@ -453,3 +453,33 @@ def lag_display(last_success: Any) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m"
     return f"{minutes}m {seconds:02d}s"
+
+
+def lag_column(field: str) -> Callable[[Any, Any], str]:
+    """An admin column "lag": now minus the row's `field` (its last successful sync)."""
+
+    @admin.display(description="lag", ordering=field)
+    def lag(model_admin: Any, obj: Any) -> str:
+        return lag_display(getattr(obj, field))
+
+    return lag
+
+
+def last_run_column(
+    *, task: str, kwargs: Callable[[Any], dict[str, Any]], key: str, description: str
+) -> Callable[[Any, Any], Any]:
+    """An admin column: `key` of the result of the row's newest successful `task` (the ledger).
+
+    `kwargs(obj)` names the task's arguments that belong to the row (e.g. its mailbox id).
+    """
+
+    @admin.display(description=description)
+    def last_run(model_admin: Any, obj: Any) -> Any:
+        if obj.pk is None:
+            return "-"
+        record = selectors.task_last_success(name=task, kwargs=kwargs(obj))
+        if record is None or not isinstance(record.result, dict):
+            return "-"
+        return record.result.get(key, "-")
+
+    return last_run

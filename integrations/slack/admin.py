@@ -16,8 +16,7 @@ from django.utils import timezone
 from integrations.models import SlackChannel, SlackEvent, SlackMessage, SlackWorkspace
 from integrations.slack import services as slack_services
 from integrations.slack.client import SlackTransientError
-from taskops import selectors as task_selectors
-from taskops.admin import lag_display
+from taskops.admin import lag_column, last_run_column
 from taskops.services import triggered_by_label
 from tickets.admin_scoping import OrganizationScopedAdmin
 from tickets.models import Organization, Role
@@ -176,22 +175,15 @@ class SlackWorkspaceAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
     actions = ["sync_now"]
     change_list_template = "admin/integrations/slackworkspace/change_list.html"
 
-    @admin.display(description="messages taken (last run)")
-    def taken_last_run(self, workspace: SlackWorkspace) -> Any:
-        """Messages seen by the organization's newest successful Slack sync (the ledger)."""
-        if workspace.pk is None:
-            return "-"
-        record = task_selectors.task_last_success(
-            name=SYNC_SLACK_TASK, kwargs={"organization_id": workspace.organization_id}
-        )
-        if record is None or not isinstance(record.result, dict):
-            return "-"
-        return record.result.get("seen", "-")
-
-    @admin.display(description="lag", ordering="last_sync_at")
-    def lag(self, workspace: SlackWorkspace) -> str:
-        """Now minus the last successful sync (last_sync_at is set on success only)."""
-        return lag_display(workspace.last_sync_at)
+    # Messages seen by the organization's newest successful Slack sync.
+    taken_last_run = last_run_column(
+        task=SYNC_SLACK_TASK,
+        kwargs=lambda workspace: {"organization_id": workspace.organization_id},
+        key="seen",
+        description="messages taken (last run)",
+    )
+    # last_sync_at is set on success only.
+    lag = lag_column("last_sync_at")
 
     def get_urls(self) -> list[URLPattern]:
         connect = path(

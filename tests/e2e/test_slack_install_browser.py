@@ -3,8 +3,6 @@ local Slack server), and back to the admin with the workspace listed."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from django.contrib.auth.models import Permission
 
 from integrations.models import SlackWorkspace
 from tests.integrations.slack.conftest import CALLBACK_PATH
-from tests.support.services import missing
+from tests.support.browser import chromium_page
 from tests.support.slack_server import (
     OAUTH_CLIENT_ID,
     OAUTH_CLIENT_SECRET,
@@ -25,7 +23,6 @@ from tickets.models import Organization, Role
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "slack-install-browser"
 PASSWORD = "browser-pass-123"
 TEAM = OAuthTeam(team_id="T0BROWSER", team="Browser Slack", rotation=True)
@@ -33,24 +30,8 @@ TEAM = OAuthTeam(team_id="T0BROWSER", team="Browser Slack", rotation=True)
 
 @pytest.fixture
 def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        missing("Chromium at /usr/bin/chromium")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-    from playwright.sync_api import sync_playwright
-
-    shutil.rmtree(OUTPUT, ignore_errors=True)
-    OUTPUT.mkdir(parents=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(monkeypatch, OUTPUT) as page:
+        yield page
 
 
 def test_staff_admin_connects_a_workspace_from_the_admin(

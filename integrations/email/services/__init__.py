@@ -35,6 +35,7 @@ from integrations.email.services.lease import (
     mailbox_lease_release,
 )
 from integrations.email.services.mailboxes import (
+    MAILBOX_CONFIG_FIELDS,
     MAILBOX_ENDPOINT_FIELDS,
     MAILBOX_LOCATION_FIELDS,
     TEST_CONNECTION_TASK,
@@ -74,6 +75,7 @@ from integrations.email.services.raw import raw_mail_prune, raw_mail_read, raw_m
 __all__ = [
     "FETCH_BATCH_BYTES",
     "FETCH_BATCH_MESSAGES",
+    "MAILBOX_CONFIG_FIELDS",
     "MAILBOX_ENDPOINT_FIELDS",
     "MAILBOX_LOCATION_FIELDS",
     "MANUAL_SYNC_TASK",

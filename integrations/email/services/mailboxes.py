@@ -35,7 +35,8 @@ logger = structlog.get_logger(__name__)
 # Where the mail lives. UIDs only mean something within one folder of one account, so
 # once mail was ingested these are fixed: another folder is another mailbox.
 MAILBOX_LOCATION_FIELDS = ("host", "username", "folder")
-_CONFIG_FIELDS = (
+# What a person may set on a mailbox (the admin form and the API both edit these).
+MAILBOX_CONFIG_FIELDS = (
     "name",
     "host",
     "port",
@@ -73,7 +74,9 @@ class MailboxLocationLocked(ValueError):
 
 
 # Changing any of these points the stored password at another server: the request that
-# changes them must carry the password (whoever knows where it goes must know it).
+# changes them must carry the password (whoever knows where it goes must know it). An OAuth2
+# mailbox needs no password: the change drops its grant (and any stored password), so it
+# logs in again only after the mailbox's owner consents anew.
 MAILBOX_ENDPOINT_FIELDS = ("host", "port", "security", "username")
 
 
@@ -206,7 +209,8 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
         for name in MAILBOX_ENDPOINT_FIELDS
         if name in data and data[name] != getattr(mailbox, name)
     ]
-    if redirected and not data.get("password"):
+    oauth = data.get("auth_method", mailbox.auth_method) == MailboxAuthMethod.OAUTH2
+    if redirected and not oauth and not data.get("password"):
         raise MailboxPasswordRequired(redirected)
     if redirected:
         mailbox_destination_check(
@@ -215,17 +219,21 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
             security=data.get("security", mailbox.security),
         )
     changed: list[str] = []
-    for name in _CONFIG_FIELDS:
+    for name in MAILBOX_CONFIG_FIELDS:
         if name in data and data[name] != getattr(mailbox, name):
             setattr(mailbox, name, data[name])
             changed.append(name)
     if data.get("password"):
         mailbox.password = data["password"]
         changed.append("password")
+    elif redirected and email_selectors.mailbox_has_password(mailbox=mailbox):
+        # Switching back to password login later must not send the old password there.
+        mailbox.password = ""
+        changed.append("password")
     if moved:
         mailbox.uidvalidity, mailbox.last_uid = None, 0
         changed += ["uidvalidity", "last_uid"]
-    if any(name in changed for name in _OAUTH_GRANT_FIELDS):
+    if any(name in changed for name in _OAUTH_GRANT_FIELDS) or (oauth and redirected):
         # A grant belongs to one provider and account: another one needs consent anew.
         mailbox.oauth_refresh_token = mailbox.oauth_access_token = ""
         mailbox.oauth_access_expires_at, mailbox.oauth_account = None, ""
@@ -238,6 +246,8 @@ def mailbox_update(*, mailbox: Mailbox, data: Mapping[str, Any]) -> Mailbox:
             "oauth_status",
             "oauth_status_reason",
         ]
+    if "password" in changed and hasattr(mailbox, "password_set"):
+        mailbox.password_set = bool(mailbox.password)  # the selector's annotation, kept true
     if changed:
         mailbox.save(update_fields=[*changed, "updated_at"])
     return mailbox

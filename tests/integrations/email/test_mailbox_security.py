@@ -17,7 +17,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from integrations.email import services as email_services
-from integrations.models import Mailbox
+from integrations.models import Mailbox, MailboxAuthMethod, OAuthStatus
+from tests.integrations.factories import MailboxFactory
 from tests.support.dovecot import ImapAccount
 from tickets.models import Organization, Role
 
@@ -331,3 +332,90 @@ def test_connection_errors_name_the_kind_and_never_echo_the_banner(
     assert BANNER not in str(task)
     assert outsider.post(f"{URL}/{mailbox.pk}/test-connection").status_code == 404
     assert outsider.get(f"/api/v1/tasks/status/{accepted.json()['task_id']}").status_code == 404
+
+
+def _connected_oauth_mailbox(organization: Organization) -> Mailbox:
+    """An OAuth2 mailbox with a grant, and a password left from its password-login days."""
+    return MailboxFactory(
+        organization=organization,
+        host="imap.example.com",
+        port=993,
+        username="support@example.com",
+        password=STORED_PASSWORD,
+        auth_method=MailboxAuthMethod.OAUTH2,
+        oauth_provider="google",
+        oauth_refresh_token="refresh-token-of-the-owner",
+        oauth_access_token="access-token-of-the-owner",
+        oauth_account="support@example.com",
+        oauth_status=OAuthStatus.CONNECTED,
+    )
+
+
+def _assert_grant_and_password_dropped(mailbox: Mailbox) -> None:
+    mailbox.refresh_from_db()
+    assert mailbox.host == "imap.example.net"
+    assert (mailbox.oauth_refresh_token, mailbox.oauth_access_token) == ("", "")
+    assert mailbox.oauth_status == OAuthStatus.NOT_CONNECTED  # the owner consents anew
+    assert mailbox.password == ""  # switching back to password login sends nothing old
+
+
+@pytest.mark.django_db
+def test_an_oauth_mailbox_moves_without_a_password_and_loses_its_grant(
+    admin_api: APIClient, organization: Organization
+) -> None:
+    """An OAuth2 mailbox has no password to give: moving it drops what it could send there."""
+    mailbox = _connected_oauth_mailbox(organization)
+
+    moved = admin_api.patch(f"{URL}/{mailbox.pk}", {"host": "imap.example.net"}, format="json")
+
+    assert moved.status_code == 200, moved.content
+    assert moved.json()["has_password"] is False
+    _assert_grant_and_password_dropped(mailbox)
+    # Back to password login: the request that does it must now bring a password.
+    back = admin_api.patch(f"{URL}/{mailbox.pk}", {"auth_method": "password"}, format="json")
+    assert back.status_code == 200
+    assert back.json()["has_password"] is False
+
+
+@pytest.mark.django_db
+def test_the_admin_form_follows_the_same_rules_as_the_api(
+    client: Any, make_user: Any, organization: Organization
+) -> None:
+    client.force_login(make_user(username="root", is_staff=True, is_superuser=True))
+    mailbox = _connected_oauth_mailbox(organization)
+    page = f"/admin/integrations/mailbox/{mailbox.pk}/change/"
+    form = {
+        "organization": organization.pk,
+        "name": mailbox.name,
+        "host": "imap.example.net",
+        "port": 993,
+        "security": "ssl",
+        "username": "support@example.com",
+        "new_password": "",
+        "folder": "INBOX",
+        "processed_folder": "",
+        "enabled": "on",
+        "auth_method": "oauth2",
+        "oauth_provider": "google",
+    }
+
+    saved = client.post(page, form)
+
+    assert saved.status_code == 302, saved.content.decode()[:3000]
+    _assert_grant_and_password_dropped(mailbox)
+    # A password mailbox still needs its password to move.
+    password_box = MailboxFactory(organization=organization, password=STORED_PASSWORD)
+    refused = client.post(
+        f"/admin/integrations/mailbox/{password_box.pk}/change/",
+        {
+            **form,
+            "name": password_box.name,
+            "username": password_box.username,
+            "auth_method": "password",
+            "oauth_provider": "",
+        },
+    )
+    assert refused.status_code == 200
+    assert "needs the mailbox password again" in refused.content.decode()
+    password_box.refresh_from_db()
+    assert password_box.host == "imap.example.test"
