@@ -41,6 +41,7 @@ DRAIN_TIMEOUT = 600.0
 WARMUP = 20
 # Interval of AsyncResult.get for a backend that polls (the django-db one did).
 RESULT_POLL = 0.002
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _zenith_redis_url() -> str:
@@ -77,16 +78,21 @@ def _floor_publish(mode: str, count: int, queue: str) -> dict[str, Any]:
                 timings.append((time.perf_counter() - started) * 1000)
         return {"timings": timings}
     client = redis.Redis.from_url(app.conf.broker_url)
+    cpu = CpuMeter(queue=queue, database=None)
     started = time.perf_counter()
     ids = [noop.apply_async(queue=queue).id for _ in range(count)]
     published = time.perf_counter()
+    noop.AsyncResult(ids[-1]).get(timeout=DRAIN_TIMEOUT)
     keys = [f"celery-task-meta-{task_id}" for task_id in ids]
-    while sum(client.exists(*keys[i : i + 1000]) for i in range(0, count, 1000)) < count:
-        if time.perf_counter() - started > DRAIN_TIMEOUT:
-            raise RuntimeError("the floor worker did not finish in time")
-        time.sleep(0.01)
+    _wait_until(
+        lambda: sum(client.exists(*keys[i : i + 1000]) for i in range(0, count, 1000)), count
+    )
     finished = time.perf_counter()
-    return {"seconds": finished - started, "publish_seconds": published - started}
+    return {
+        "seconds": finished - started,
+        "publish_seconds": published - started,
+        "cpu": cpu.spent(),
+    }
 
 
 def _zenith_publish(mode: str, count: int, queue: str) -> dict[str, Any]:
@@ -115,20 +121,93 @@ def _zenith_publish(mode: str, count: int, queue: str) -> dict[str, Any]:
         return {"timings": timings}
     TaskResult.objects.all().delete()
     TaskRecord.objects.all().delete()
+    from django.db import connection
+
+    cpu = CpuMeter(queue=queue, database=connection.settings_dict["NAME"])
     started = time.perf_counter()
-    for _ in range(count):
-        enqueue()
+    ids = [enqueue() for _ in range(count)]
     published = time.perf_counter()
-    while TaskResult.objects.filter(status="SUCCESS").count() < count:
-        if time.perf_counter() - started > DRAIN_TIMEOUT:
-            raise RuntimeError("the Zenith worker did not finish in time")
-        time.sleep(0.01)
+    AsyncResult(ids[-1]).get(timeout=DRAIN_TIMEOUT, interval=RESULT_POLL)
+    _wait_until(lambda: TaskResult.objects.filter(status="SUCCESS").count(), count)
     finished = time.perf_counter()
+    spent = cpu.spent()
     return {
         "seconds": finished - started,
         "publish_seconds": published - started,
         "ledger_rows": TaskRecord.objects.filter(state="SUCCESS").count(),
+        "cpu": spent,
     }
+
+
+def _wait_until(done: Any, count: int) -> None:
+    """Until `done()` reaches `count` (checked every 50 ms: the waiter stays out of the way)."""
+    deadline = time.perf_counter() + DRAIN_TIMEOUT
+    while done() < count:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the worker did not finish in time")
+        time.sleep(0.05)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent from now on by the worker serving `queue` (its main process and
+    pool children), the PostgreSQL backends of `database`, and this publisher.
+
+    Throughput on a busy shared machine says how much CPU each path got; CPU per task says
+    what each path costs, which is what a quiet machine's throughput follows. Redis's own
+    CPU is left out (a shared server; both paths use it for the broker and results).
+    """
+
+    def __init__(self, *, queue: str, database: str | None) -> None:
+        self.queue, self.database = queue, database
+        self.start = self._snapshot()
+        self.own = time.process_time()
+
+    def _pids(self) -> dict[str, list[int]]:
+        workers = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read()
+            except OSError:
+                continue
+            if b"worker" in cmdline and self.queue.encode() in cmdline:
+                workers.append(int(entry))
+        backends = []
+        if self.database:
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                sql = "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                cursor.execute(sql, [self.database])
+                backends = [row[0] for row in cursor.fetchall()]
+        return {"worker": workers, "postgresql": backends}
+
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        return {
+            kind: {pid: _cpu_seconds(pid) for pid in pids} for kind, pids in self._pids().items()
+        }
+
+    def spent(self) -> dict[str, float]:
+        """CPU seconds since the meter started: worker, postgresql, publisher."""
+        end = self._snapshot()
+        spent = {
+            kind: sum(cpu - self.start[kind].get(pid, 0.0) for pid, cpu in pids.items())
+            for kind, pids in end.items()
+        }
+        spent["publisher"] = time.process_time() - self.own
+        return spent
 
 
 def _publish(env: dict[str, str], path: str, mode: str, count: int, queue: str) -> dict[str, Any]:
@@ -213,6 +292,8 @@ def _round(
         "tasks_per_second": tasks / throughput["seconds"],
         "published_per_second": tasks / throughput["publish_seconds"],
         "ledger_rows": throughput.get("ledger_rows"),
+        "cpu_ms_per_task": 1000 * sum(throughput["cpu"].values()) / tasks,
+        "cpu_parts": {kind: 1000 * cpu / tasks for kind, cpu in throughput["cpu"].items()},
     }
 
 
@@ -299,6 +380,29 @@ def _rows(
                 + (f"; {aim}" if aim else ""),
             }
         )
+    z_best = min(results["zenith"], key=lambda r: r["cpu_ms_per_task"])
+    f_best = min(results["floor"], key=lambda r: r["cpu_ms_per_task"])
+    z_cpu, f_cpu = z_best["cpu_ms_per_task"], f_best["cpu_ms_per_task"]
+
+    def parts(best: dict[str, Any]) -> str:
+        return ", ".join(f"{kind} {ms:.2f}" for kind, ms in best["cpu_parts"].items() if ms)
+
+    rows.append(
+        {
+            "name": "floor_noop_cpu_per_task",
+            "value": round(z_cpu, 3),
+            "baseline": round(f_cpu, 3),
+            "ratio": round(z_cpu / f_cpu, 2),
+            "unit": "CPU ms/task",
+            "note": "CPU (user + system) per task in the throughput rounds: the worker's "
+            "processes, the publisher, and (Zenith) the PostgreSQL backends of its database; "
+            "Redis left out; least of the rounds. On a CPU-bound quiet machine throughput "
+            f"follows 1/CPU: the throughput ratio to expect there is {f_cpu / z_cpu:.2f}x; "
+            f"rounds Zenith {spread('zenith', 'cpu_ms_per_task')}, "
+            f"floor {spread('floor', 'cpu_ms_per_task')}; ms per task: Zenith {parts(z_best)}; "
+            f"floor {parts(f_best)}",
+        }
+    )
     z_pub = statistics.median(r["published_per_second"] for r in results["zenith"])
     f_pub = statistics.median(r["published_per_second"] for r in results["floor"])
     rows.append(
