@@ -147,7 +147,7 @@ def _fill_tickets(conn: Any, seed: dict[str, Any], lo: int, hi: int) -> None:
         """
         INSERT INTO tickets_ticket (id, organization_id, source, external_id, subject, body,
             requester, status, category, category_source, priority, priority_source,
-            needs_review, created_at, updated_at)
+            needs_review, review_margin, created_at, updated_at)
         SELECT %(base)s - i,
                CASE WHEN i %% 2 = 0 THEN %(a)s ELSE %(b)s END,
                (ARRAY['email', 'slack', 'api', 'import'])[1 + i %% 4],
@@ -161,6 +161,9 @@ def _fill_tickets(conn: Any, seed: dict[str, Any], lo: int, hi: int) -> None:
                'cat-' || abs(hashtext(i || 'c')) %% 10, 'model',
                'p' || abs(hashtext(i || 'p')) %% 4, 'model',
                abs(hashtext(i || 'r')) %% 20 = 0,
+               -- what the classification stores: the unsure category prediction's margin
+               CASE WHEN abs(hashtext(i || 'r')) %% 20 = 0
+                    THEN (0.35 + (abs(hashtext(i || 'm')) %% 250) / 1000.0) * 0.8 - 0.3 END,
                now() - make_interval(secs => i * %(step)s),
                now() - make_interval(secs => i * %(step)s)
         FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
