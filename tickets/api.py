@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from rest_framework import filters, pagination
@@ -93,7 +93,8 @@ class Pagination(pagination.PageNumberPagination):
         return super().get_page_number(request, paginator)
 
     def get_paginated_response(self, data: Any) -> Response:
-        paginator = self.page.paginator
+        # paginate_queryset set the page, made by django_paginator_class.
+        paginator = cast("CappedCountPaginator", cast("Page", self.page).paginator)
         return Response(
             {
                 "count": min(paginator.count, paginator.count_limit),
