@@ -7,7 +7,8 @@ A throwaway PostgreSQL database (BenchDatabase, migrated: the schema as shipped)
 server-side with `INSERT ... SELECT generate_series` (no ORM): two organizations sharing the
 rows half and half, tickets with two predictions each (category and priority, from each
 organization's two active model versions; 5 % flagged for review, below the threshold), and
-as many task-ledger rows as tickets. The steps are cumulative: fill to the first size,
+as many task-ledger rows as tickets; a person relabelled 1 % of the tickets (the
+feedback /metrics' live accuracy reads). The steps are cumulative: fill to the first size,
 measure, grow to the next, measure.
 
 The data grows as history does: ticket i was created i * 30 s ago and ledger row i was
@@ -110,7 +111,7 @@ def _seed(conn: Any) -> dict[str, Any]:
                 (org, target),
             ).fetchone()
             versions[(org, target)] = row[0]
-    tokens = {}
+    tokens, person = {}, 0
     for username, superuser in (("member", False), ("ops", True)):
         user_id = conn.execute(
             "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, "
@@ -125,12 +126,13 @@ def _seed(conn: Any) -> dict[str, Any]:
         )
         tokens[username] = key
         if not superuser:
+            person = user_id
             conn.execute(
                 "INSERT INTO tickets_membership (user_id, organization_id, role, created_at) "
                 "VALUES (%s, %s, 'admin', now())",
                 (user_id, orgs[0]),
             )
-    return {"orgs": orgs, "versions": versions, "tokens": tokens}
+    return {"orgs": orgs, "versions": versions, "tokens": tokens, "person": person}
 
 
 def _fill_tickets(conn: Any, seed: dict[str, Any], lo: int, hi: int) -> None:
@@ -170,6 +172,18 @@ def _fill_tickets(conn: Any, seed: dict[str, Any], lo: int, hi: int) -> None:
         FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
         """,
         params,
+    )
+    # A person relabelled 1 % of the tickets' category an hour after they came in.
+    conn.execute(
+        """
+        INSERT INTO tickets_labelchange (ticket_id, field, previous_value, new_value,
+            changed_by_id, changed_at)
+        SELECT %(base)s - i, 'category', 'cat-' || abs(hashtext(i || 'c')) %% 10, 'cat-1',
+               %(person)s, now() - make_interval(secs => i * %(step)s) + interval '1 hour'
+        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
+        WHERE i %% 100 = 7
+        """,
+        {**params, "person": seed["person"]},
     )
     # Two predictions per ticket; a flagged ticket's category prediction is the unsure one.
     for n, target in enumerate(("category", "priority")):
@@ -265,7 +279,12 @@ def _fill(conn: Any, seed: dict[str, Any], lo: int, hi: int) -> float:
 
 def _vacuum(conn: Any) -> None:
     # What autovacuum does to a table that grew: statistics and the visibility map.
-    for table in ("tickets_ticket", "mlmodels_prediction", "taskops_taskrecord"):
+    for table in (
+        "tickets_ticket",
+        "tickets_labelchange",
+        "mlmodels_prediction",
+        "taskops_taskrecord",
+    ):
         conn.execute(f"VACUUM (ANALYZE) {table}")
 
 
