@@ -96,6 +96,9 @@ class Ticket(models.Model):
         max_length=16, choices=LabelSource.choices, blank=True, default=""
     )
     needs_review = models.BooleanField(default=False)
+    # How unsure the automatic label that flagged the ticket was (the smallest margin
+    # between a model's top two classes): the review queue shows the smallest first.
+    review_margin = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -109,10 +112,25 @@ class Ticket(models.Model):
                 name="uniq_ticket_external_id",
             )
         ]
+        # The list is newest first per organization, whole or filtered: each index matches
+        # a WHERE and the ORDER BY, so a first page reads one page of entries at any size.
         indexes = [
-            models.Index(fields=["organization", "status"]),
-            models.Index(fields=["organization", "category"]),
+            models.Index(fields=["organization", "-created_at", "-id"], name="ticket_org_created"),
+            models.Index(
+                fields=["organization", "status", "-created_at", "-id"],
+                name="ticket_org_status_created",
+            ),
+            models.Index(
+                fields=["organization", "category", "-created_at", "-id"],
+                name="ticket_org_category_created",
+            ),
             models.Index(fields=["organization", "needs_review"]),
+            # The review queue, most uncertain first: only the flagged tickets are in it.
+            models.Index(
+                fields=["organization", "review_margin", "id"],
+                name="ticket_review_queue",
+                condition=models.Q(needs_review=True),
+            ),
         ]
 
     def __str__(self) -> str:

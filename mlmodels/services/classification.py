@@ -98,6 +98,8 @@ def _classify_chunk(
     # Per ticket: the model labels to set, and whether an applied prediction was unsure.
     labels: dict[int, list[tuple[str, str]]] = defaultdict(list)
     unsure: dict[int, bool] = {}
+    # Per ticket: the smallest margin among its unsure applied predictions (review order).
+    margins: dict[int, float] = {}
     # Our own vectorizers made the features: sklearn's finiteness checks only cost time.
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
         predicted = {
@@ -122,6 +124,10 @@ def _classify_chunk(
             if not applied:
                 continue
             unsure[ticket.pk] = unsure.get(ticket.pk, False) or prediction.confidence < threshold
+            if prediction.confidence < threshold and prediction.margin is not None:
+                margins[ticket.pk] = min(
+                    margins.get(ticket.pk, prediction.margin), prediction.margin
+                )
             if (
                 getattr(ticket, target) != prediction.label
                 or getattr(ticket, f"{target}_source") != LabelSource.MODEL
@@ -137,6 +143,10 @@ def _classify_chunk(
     with transaction.atomic():
         Prediction.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         _tickets_update(groups=groups)
+        if margins:
+            Ticket.objects.filter(pk__in=margins).update(
+                review_margin=Case(*(When(pk=pk, then=Value(m)) for pk, m in margins.items()))
+            )
     report.tickets += len(tickets)
     report.predictions += len(rows)
     report.applied += sum(len(pairs) for pairs in labels.values())

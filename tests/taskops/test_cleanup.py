@@ -101,3 +101,21 @@ def test_tasks_stuck_for_over_a_day_become_failures():
     assert TaskRecord.objects.filter(state=TaskState.STARTED).count() == 10
     assert TaskRecord.objects.filter(state=TaskState.PENDING).count() == 2
     assert TaskRecord.objects.filter(state=TaskState.SUCCESS).count() == 7
+
+
+def test_batches_walking_the_queue_time_delete_exactly_the_expired_rows(settings):
+    settings.ZENITH_TASK_RETENTION_DAYS = 30
+    # Ages spread over the cutoff, several rows per timestamp, so that ties straddle batches.
+    for days in (400, 200, 90, 45, 31):
+        add_records(5, age=timedelta(days=days))
+    add_records(4, age=timedelta(days=29))
+    add_records(3, age=timedelta(hours=1))
+    kept = set(TaskRecord.objects.filter(queued_at__gte=timezone.now() - timedelta(days=30)))
+
+    with CaptureQueriesContext(connection) as queries:
+        counts = services.task_records_cleanup(batch_size=3)
+
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert counts["ledger"] == 25
+    assert set(TaskRecord.objects.all()) == kept
+    assert len([sql for sql in deletes if "taskops_taskrecord" in sql]) == 9  # ceil(25 / 3)
