@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
 
 from mlmodels.models import ModelStatus, ModelVersion, Prediction, Target
@@ -228,32 +228,57 @@ def review_queue_for_user(*, user: Any, organization_id: int | None = None) -> Q
     )
 
 
-def model_version_live_accuracy(*, versions: list[ModelVersion]) -> dict[int, dict[str, Any]]:
+def _live_accuracy_sql(*, lateral: bool) -> str:
+    """Reviewed and changed applied predictions per version, read from the people's changes.
+
+    Driven from the label changes (a few per reviewed ticket), never from every prediction:
+    each person's change finds the predictions it reviewed through the (ticket, target,
+    model_version) index. On PostgreSQL a LATERAL subquery keeps it that way at any size
+    (a plain join lets the planner scan all predictions: 0.7 s at 2M); SQLite's planner
+    probes the index for the plain join.
+    """
+    prediction = connection.ops.quote_name(Prediction._meta.db_table)
+    change = connection.ops.quote_name(LabelChange._meta.db_table)
+    match = (
+        "p.ticket_id = c.ticket_id AND p.target = c.field AND p.applied "
+        "AND p.created_at <= c.changed_at AND p.model_version_id IN ({versions})"
+    )
+    if lateral:
+        source = (
+            f"{change} c CROSS JOIN LATERAL (SELECT p.id, p.model_version_id, p.label "  # noqa: S608
+            f"FROM {prediction} p WHERE {match}) p"
+        )
+    else:
+        source = f"{change} c JOIN {prediction} p ON {match}"
+    return (
+        "SELECT p.model_version_id, COUNT(DISTINCT p.id), "  # noqa: S608
+        "COUNT(DISTINCT CASE WHEN c.new_value <> p.label THEN p.id END) "
+        f"FROM {source} WHERE c.changed_by_id IS NOT NULL GROUP BY p.model_version_id"
+    )
+
+
+def model_version_live_accuracy(
+    *, versions: list[ModelVersion], lateral: bool | None = None
+) -> dict[int, dict[str, Any]]:
     """Per version: applied predictions a person reviewed, how many they changed, live accuracy.
 
     A prediction is reviewed when a person (not a bulk relabel) set that ticket's label after
     it was made (accepting it in the review queue or correcting it anywhere); it was changed
     when the label they set differs from the prediction. Live accuracy = 1 - changed/reviewed.
+    `lateral` picks the query's shape (default: LATERAL on PostgreSQL); tests run both.
     """
     if not versions:
         return {}
-    changes = LabelChange.objects.filter(
-        ticket_id=OuterRef("ticket_id"),
-        field=OuterRef("target"),
-        changed_by__isnull=False,
-        changed_at__gte=OuterRef("created_at"),
-    )
-    rows = (
-        Prediction.objects.filter(model_version__in=versions, applied=True)
-        .annotate(
-            reviewed=Exists(changes),
-            changed=Exists(changes.exclude(new_value=OuterRef("label"))),
-        )
-        .filter(reviewed=True)
-        .order_by()
-        .values("model_version_id")
-        .annotate(n=Count("id"), n_changed=Count("id", filter=Q(changed=True)))
-    )
+    if lateral is None:
+        lateral = connection.vendor == "postgresql"
+    ids = [version.pk for version in versions]
+    sql = _live_accuracy_sql(lateral=lateral).format(versions=", ".join(["%s"] * len(ids)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        rows = [
+            {"model_version_id": version_id, "n": n, "n_changed": n_changed}
+            for version_id, n, n_changed in cursor.fetchall()
+        ]
     found = {row["model_version_id"]: row for row in rows}
     result = {}
     for version in versions:
