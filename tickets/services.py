@@ -89,14 +89,22 @@ def _announce(*, organization: Organization, ticket_ids: list[int], source: str)
                 source=source,
                 count=len(ticket_ids),
             )
+        elif len(ticket_ids) > 1:
+            # A batch (a Slack history page): one line naming every ticket, not one each.
+            logger.info(
+                "tickets_created",
+                organization=organization.pk,
+                source=source,
+                count=len(ticket_ids),
+                ticket_ids=ticket_ids,
+            )
         else:
-            for ticket_id in ticket_ids:
-                logger.info(
-                    "ticket_created",
-                    organization=organization.pk,
-                    source=source,
-                    ticket_id=ticket_id,
-                )
+            logger.info(
+                "ticket_created",
+                organization=organization.pk,
+                source=source,
+                ticket_id=ticket_ids[0],
+            )
         tickets_created.send(
             sender=Ticket, organization_id=organization.pk, ticket_ids=ticket_ids, source=source
         )

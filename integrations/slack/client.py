@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.error import URLError
 
@@ -41,6 +43,7 @@ __all__ = [
     "auth_identity",
     "auth_test",
     "classify_message",
+    "history_page",
     "iter_history",
     "iter_replies",
     "make_client",
@@ -201,6 +204,21 @@ def _next_cursor(response: SlackResponse) -> str | None:
     return metadata.get("next_cursor") or None
 
 
+def history_page(
+    *, client: WebClient, channel: str, oldest: str | None, cursor: str | None, page_size: int
+) -> HistoryPage:
+    """One ``conversations.history`` page (the first when ``cursor`` is None)."""
+    response = _call(
+        "conversations.history",
+        lambda: client.conversations_history(
+            channel=channel, oldest=oldest, cursor=cursor, limit=page_size
+        ),
+    )
+    return HistoryPage(
+        messages=list(response.get("messages") or []), next_cursor=_next_cursor(response)
+    )
+
+
 def iter_history(
     *,
     client: WebClient,
@@ -208,30 +226,74 @@ def iter_history(
     oldest: str | None,
     cursor: str | None,
     page_size: int = 200,
+    prefetch: bool = False,
 ) -> Iterator[HistoryPage]:
     """Yield ``conversations.history`` pages newest-first, starting at ``cursor`` if given.
 
     Save ``page.next_cursor`` after committing each page; to resume, call again with the
     same ``oldest`` and the saved cursor. ``oldest`` is exclusive (Slack's default), so the
     newest ts already stored can be passed as-is for incremental syncs.
+
+    With ``prefetch`` the next page is requested on a thread while the caller works on the
+    one just yielded, so the API's round trip hides behind the caller's writes. Pages still
+    come one at a time and in order, and a failure of the next page is raised when the
+    caller asks for it, as without ``prefetch``. The thread does HTTP only, with the token
+    current when it starts; a token Slack calls expired is renewed here, by the caller's
+    thread, and the page asked for again.
     """
+    fetch = partial(history_page, channel=channel, oldest=oldest, page_size=page_size)
     seen_cursors: set[str] = set()
-    while True:
-        response = _call(
-            "conversations.history",
-            lambda c=cursor: client.conversations_history(
-                channel=channel, oldest=oldest, cursor=c, limit=page_size
-            ),
-        )
-        next_cursor = _next_cursor(response)
-        yield HistoryPage(messages=list(response.get("messages") or []), next_cursor=next_cursor)
-        if next_cursor is None:
-            return
-        # A cursor that comes back twice would loop forever; treat it as a Slack-side fault.
-        if next_cursor in seen_cursors:
-            raise SlackTransientError("cursor_loop", method="conversations.history")
-        seen_cursors.add(next_cursor)
-        cursor = next_cursor
+    executor = ThreadPoolExecutor(1, thread_name_prefix="slack-history") if prefetch else None
+    try:
+        page = fetch(client=client, cursor=cursor)
+        while True:
+            next_cursor = page.next_cursor
+            ahead: tuple[Future[HistoryPage], str | None] | None = None
+            if executor is not None and next_cursor and next_cursor not in seen_cursors:
+                detached, token = _detached(client)
+                ahead = (executor.submit(fetch, client=detached, cursor=next_cursor), token)
+            yield page
+            if next_cursor is None:
+                return
+            # A cursor that comes back twice would loop forever; treat it as a Slack-side fault.
+            if next_cursor in seen_cursors:
+                raise SlackTransientError("cursor_loop", method="conversations.history")
+            seen_cursors.add(next_cursor)
+            if ahead is None:
+                page = fetch(client=client, cursor=next_cursor)
+                continue
+            future, token = ahead
+            try:
+                page = future.result()
+            except SlackClientError as exc:
+                if exc.error != "token_expired" or not isinstance(client, RotatingTokenClient):
+                    raise
+                client.token = client.tokens.renew(expired=token or "")
+                page = fetch(client=client, cursor=next_cursor)
+    finally:
+        if executor is not None:
+            # A caller that stops early does not wait for a page it will not use.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _detached(client: WebClient) -> tuple[WebClient, str | None]:
+    """A client for another thread: a rotating one's current token, fixed; and that token.
+
+    Renewing a token writes to the database, which belongs to the caller's thread.
+    """
+    if not isinstance(client, RotatingTokenClient):
+        return client, client.token
+    token = client.tokens.current()
+    detached = WebClient(
+        token=token,
+        base_url=client.base_url,
+        timeout=client.timeout,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        headers=client.headers,
+        retry_handlers=client.retry_handlers,
+    )
+    return detached, token
 
 
 def iter_replies(

@@ -129,7 +129,7 @@ class SlackApiServer:
         self._lock = threading.RLock()
         self._request_counter = 0
         self._last_ts_micros = _TS_START_MICROS
-        self._forced_failures: list[tuple[str | None, int]] = []
+        self._forced_failures: list[list[Any]] = []  # [method, status, calls to let pass]
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.add_workspace(token=DEFAULT_TOKEN, team_id=DEFAULT_TEAM_ID)
@@ -313,10 +313,15 @@ class SlackApiServer:
             found = self._find(chan, ts) if chan else None
             return copy.deepcopy(found) if found else None
 
-    def fail_next(self, *, status: int = 500, count: int = 1, method: str | None = None) -> None:
-        """Answer the next ``count`` requests (optionally of ``method``) with HTTP ``status``."""
+    def fail_next(
+        self, *, status: int = 500, count: int = 1, method: str | None = None, after: int = 0
+    ) -> None:
+        """Answer the next ``count`` requests (optionally of ``method``) with HTTP ``status``,
+        once ``after`` such requests have been answered normally."""
         with self._lock:
-            self._forced_failures.extend([(method, status)] * count)
+            self._forced_failures.extend(
+                [[method, status, after]] + [[method, status, 0]] * (count - 1)
+            )
 
     # ------------------------------------------------------------------ observation
 
@@ -338,7 +343,9 @@ class SlackApiServer:
             return sum(1 for r in self.requests if r.rate_limited)
 
     def retry_after_violations(self) -> list[tuple[RecordedRequest, RecordedRequest]]:
-        """Pairs (429 response, later request) where the later request came too early."""
+        """Pairs (429 response, later request of the same method) where the later request
+        came too early. Slack's limits, and so its Retry-After, are per method: another
+        method may be called meanwhile (a sync's next history page while users.info waits)."""
         with self._lock:
             log = list(self.requests)
         violations = []
@@ -346,6 +353,8 @@ class SlackApiServer:
             if limited.retry_after is None:
                 continue
             for later in log[i + 1 :]:
+                if later.method != limited.method:
+                    continue
                 if later.time - limited.time < limited.retry_after:
                     violations.append((limited, later))
         return violations
@@ -377,8 +386,12 @@ class SlackApiServer:
         self, *, method: str, params: dict[str, Any], token: str | None
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         """Apply injected failures and the rate limit, then call the method handler."""
-        for i, (only_method, status) in enumerate(self._forced_failures):
+        for i, failure in enumerate(self._forced_failures):
+            only_method, status, after = failure
             if only_method is None or only_method == method:
+                if after:
+                    failure[2] -= 1
+                    break
                 del self._forced_failures[i]
                 return status, {}, {"ok": False, "error": "internal_error"}
         if (

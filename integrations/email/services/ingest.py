@@ -31,7 +31,7 @@ from integrations.models import (
 )
 from integrations.transactions import atomic_async_commit
 from tickets.models import Source, Ticket
-from tickets.services import ticket_create, ticket_message_create
+from tickets.services import ticket_create, ticket_create_many, ticket_message_create
 
 logger = structlog.get_logger(__name__)
 # Left unread on the server, for a person to look at.
@@ -151,18 +151,74 @@ def _duplicate(
     return row
 
 
-def _ingest_parsed(*, row: InboundEmail, parsed: ParsedEmail, look_up: bool) -> InboundEmail:
+class BatchConflict(Exception):
+    """A batch met mail it cannot write together (seen before, or twice in the batch)."""
+
+
+class EmailBatch:
+    """The new tickets of one fetch batch, written together inside the caller's transaction:
+    one look-up of their Message-IDs, one insert of the tickets, one of the ledger rows.
+
+    Mail that answers a thread is written on its own, after what is pending (its thread may
+    be in the batch). Anything seen before raises BatchConflict from ``flush``: the caller
+    rolls the batch back and ingests it one message per transaction.
+    """
+
+    def __init__(self, *, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+        self._pending: list[tuple[InboundEmail, ParsedEmail]] = []
+
+    def add(self, *, row: InboundEmail, parsed: ParsedEmail) -> None:
+        row.state = InboundEmailState.TICKET
+        self._pending.append((row, parsed))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        specs = [
+            {
+                "external_id": row.message_key,
+                "subject": parsed.subject[:500],
+                "body": parsed.body_text,
+                "requester": _requester(parsed),
+            }
+            for row, parsed in pending
+        ]
+        created = ticket_create_many(
+            organization=self.mailbox.organization, source=Source.EMAIL, tickets=specs
+        )
+        fresh = sum(1 for _, was_created in created.values() if was_created)
+        if fresh != len(pending):
+            raise BatchConflict(f"{len(pending) - fresh} of {len(pending)} mails seen before")
+        for row, _ in pending:
+            row.ticket = created[row.message_key][0]
+        InboundEmail.objects.bulk_create([row for row, _ in pending])
+        for row, parsed in pending:
+            if parsed.attachments:
+                _store_attachments(row=row, ticket=row.ticket, attachments=parsed.attachments)
+
+
+def _ingest_parsed(
+    *, row: InboundEmail, parsed: ParsedEmail, look_up: bool, batch: EmailBatch | None = None
+) -> InboundEmail:
     """Decide what the mail becomes, create it and save the ledger row (inside a transaction).
 
     Without ``look_up`` nothing is read to find an earlier copy: the unique keys of the
     ticket (the Message-ID) and of the ledger refuse one, and the caller rolls back and
-    retries with the look-up. Mail that names a thread is looked up either way.
+    retries with the look-up. Mail that names a thread is looked up either way. With a
+    ``batch``, a new ticket is left to the batch (``EmailBatch.flush`` writes it).
     """
     if parsed.is_auto:
         row.state = InboundEmailState.BOUNCE if parsed.is_bounce else InboundEmailState.AUTO_REPLY
         row.reason = parsed.auto_reason[:1000]
         row.save()
         return row
+    if batch is not None:
+        if not parsed.thread_message_ids and parsed.ticket_tag is None and row.message_key:
+            batch.add(row=row, parsed=parsed)
+            return row
+        batch.flush()
     organization_id = row.organization_id
     thread_keys = [email_message_key(message_id, b"") for message_id in parsed.thread_message_ids]
     known: dict[str, dict[str, Any]] = {}
@@ -326,12 +382,19 @@ def email_record_too_large(
     return row
 
 
-def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) -> InboundEmail:
+def email_ingest(
+    *, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes, batch: EmailBatch | None = None
+) -> InboundEmail:
     """Ingest one fetched message in one transaction: ledger row and ticket or follow-up.
 
     The ledger row is also the cursor (the highest UID with a row), so the cursor moves
     in the same commit. A row that already exists for this UID means another poll
     overlapped this one: MailboxLeaseLost, and this poll stops.
+
+    With a ``batch`` the caller's transaction holds a whole fetch batch (new tickets are
+    written by ``batch.flush``), and any error here (a Message-ID seen before, a lost race,
+    a storage failure) propagates, so that the caller rolls the batch back and ingests it
+    again one message per transaction.
     """
     if len(raw) > settings.ZENITH_MAX_MESSAGE_BYTES:
         # The server under-reported RFC822.SIZE: still, do not parse it.
@@ -358,6 +421,9 @@ def email_ingest(*, mailbox: Mailbox, uidvalidity: int, uid: int, raw: bytes) ->
             parsed=None,
             reason=f"unparseable: {exc.reason}",
         )
+    if batch is not None:
+        row = _new_row(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, parsed=parsed)
+        return _ingest_parsed(row=row, parsed=parsed, look_up=False, batch=batch)
     reason = ""
     # A second attempt follows a Message-ID seen before (or a race lost on it): it looks
     # the earlier copy up. Lost in a database crash, the row goes with the cursor (it is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from integrations.email.oauth import OAuthTransientError
 from integrations.email.services.ingest import (
     _NOT_FLAGGED,
     AttachmentStorageError,
+    EmailBatch,
     email_ingest,
     email_record_too_large,
 )
@@ -36,6 +38,7 @@ from integrations.models import (
     InboundEmail,
     Mailbox,
 )
+from integrations.transactions import atomic_async_commit
 from taskops.base import TransientError
 from taskops.progress import ProgressCallback
 
@@ -181,22 +184,36 @@ def _poll(
             headers = imap.headers(list(oversized)) if oversized else {}
             # Checked before every batch's commits, so a poll presumed dead stops early.
             _lease_renew(mailbox=mailbox, owner=owner)
+            # Expunged since the search: nothing to ingest.
+            present = [uid for uid in batch if uid in oversized or uid in raws]
+            ingest = partial(
+                _ingest_one,
+                mailbox=mailbox,
+                uidvalidity=uidvalidity,
+                oversized=oversized,
+                headers=headers,
+                raws=raws,
+            )
+            try:
+                # The usual batch (new mail, no conflicts) in one transaction: a commit per
+                # message cost more than the message's rows.
+                with atomic_async_commit():
+                    batch = EmailBatch(mailbox=mailbox)
+                    rows = [ingest(uid=uid, batch=batch) for uid in present]
+                    batch.flush()
+            except Exception as exc:
+                # Rolled back as a whole (a Message-ID seen before, a lost race, a message
+                # that cannot be stored): again one message per transaction, each outcome
+                # its own, as ingestion is defined.
+                logger.info(
+                    "email_batch_one_by_one",
+                    mailbox_id=mailbox.pk,
+                    uids=len(present),
+                    error=str(exc),
+                )
+                rows = [ingest(uid=uid, batch=None) for uid in present]
             to_flag: list[int] = []
-            for uid in batch:
-                started = time.monotonic()
-                if uid in oversized:
-                    row = email_record_too_large(
-                        mailbox=mailbox,
-                        uidvalidity=uidvalidity,
-                        uid=uid,
-                        size=oversized[uid],
-                        header=headers.get(uid, b""),
-                    )
-                else:
-                    raw = raws.get(uid)
-                    if raw is None:
-                        continue  # expunged since the search: nothing to ingest
-                    row = email_ingest(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw)
+            for uid, row, duration in rows:
                 logger.info(
                     "email_ingested",
                     organization=mailbox.organization_id,
@@ -206,7 +223,7 @@ def _poll(
                     ticket_id=row.ticket_id,
                     inbound_email_id=row.pk,
                     size=row.size,
-                    duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    duration_ms=round(duration * 1000, 1),
                 )
                 report.fetched += 1
                 report.count(row.state)
@@ -221,6 +238,33 @@ def _poll(
             # good, does the server hear of it.
             _lease_renew(mailbox=mailbox, owner=owner, last_uid=last_uid)
             _flag(imap=imap, mailbox=mailbox, uidvalidity=uidvalidity, uids=to_flag, report=report)
+
+
+def _ingest_one(
+    *,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    uid: int,
+    oversized: dict[int, int],
+    headers: dict[int, bytes],
+    raws: dict[int, bytes],
+    batch: EmailBatch | None,
+) -> tuple[int, InboundEmail, float]:
+    """Ingest one UID of a fetch batch; returns (uid, its ledger row, seconds it took)."""
+    started = time.monotonic()
+    if uid in oversized:
+        row = email_record_too_large(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            size=oversized[uid],
+            header=headers.get(uid, b""),
+        )
+    else:
+        row = email_ingest(
+            mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raws[uid], batch=batch
+        )
+    return uid, row, time.monotonic() - started
 
 
 def _record_outcome(*, mailbox: Mailbox, report: MailboxSyncReport) -> None:

@@ -258,20 +258,27 @@ def _create_tickets(
         # Someone (an event, another sync) wrote some of these rows meanwhile.
         for row in rows:
             ledger[row.ts], _ = _ledger_get_or_create(row)
-    for item, spec in zip(items, specs, strict=True):
-        ticket, was_created = created[spec["external_id"]]
-        if was_created:
-            logger.info(
-                "slack_message_ingested",
-                organization=workspace.organization_id,
-                team_id=workspace.team_id,
-                channel_id=channel.channel_id,
-                ts=item.ts,
-                via=via,
-                kind="ticket",
-                ticket_id=ticket.pk,
-            )
-    return sum(1 for ticket, was_created in created.values() if was_created)
+    new = [
+        (item.ts, created[spec["external_id"]][0].pk)
+        for item, spec in zip(items, specs, strict=True)
+        if created[spec["external_id"]][1]
+    ]
+    if new:
+        # One line per page, not per message: at sync rates a line per message cost more
+        # than writing the rows. ``ticket_ids`` still lets a log filter find each ticket.
+        logger.info(
+            "slack_messages_ingested",
+            organization=workspace.organization_id,
+            team_id=workspace.team_id,
+            channel_id=channel.channel_id,
+            via=via,
+            kind="ticket",
+            count=len(new),
+            first_ts=new[0][0],
+            last_ts=new[-1][0],
+            ticket_ids=[ticket_id for _, ticket_id in new],
+        )
+    return len(new)
 
 
 def _create_reply(

@@ -156,6 +156,9 @@ def slack_channel_sync(
             oldest=oldest,
             cursor=cursor,
             page_size=page_size,
+            # The next page is on its way while this one is written (the cursor below still
+            # moves only in the page's own commit).
+            prefetch=True,
         ):
             messages = [
                 *page.messages,

@@ -98,8 +98,11 @@ def test_processed_folder_receives_the_mail_and_nothing_is_deleted(
 
 
 def test_messages_committed_but_not_flagged_are_flagged_by_the_next_poll(
-    mailbox: Mailbox, imap_account: ImapAccount
+    mailbox: Mailbox, imap_account: ImapAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Progress is reported once a batch is committed: the crash comes after the first
+    # batch's commit, before the server is told.
+    monkeypatch.setattr(email_poll, "FETCH_BATCH_MESSAGES", 3)
     append_all(imap_account, plains(6))
 
     def crash_after_three(done: int, total: int, message: str) -> None:
@@ -129,17 +132,18 @@ def test_mail_is_flagged_batch_by_batch_as_the_poll_goes(
     monkeypatch.setattr(email_poll, "SIZE_LOOKAHEAD", 4)
     append_all(imap_account, plains(8))
 
-    def crash_at_seven(done: int, total: int, message: str) -> None:
-        if done == 7:
+    def crash_at_six(done: int, total: int, message: str) -> None:
+        if done == 6:
             raise KeyboardInterrupt("worker killed")
 
     with pytest.raises(KeyboardInterrupt):
-        mailbox_poll(mailbox=mailbox, on_progress=crash_at_seven)
+        mailbox_poll(mailbox=mailbox, on_progress=crash_at_six)
 
-    # Two whole batches (UIDs 1-6) were flagged after their commits; 7 is committed only.
-    assert seen_uids(imap_account) == {1, 2, 3, 4, 5, 6}
-    assert sorted(ledger(mailbox)) == [1, 2, 3, 4, 5, 6, 7]
-    assert mailbox_poll(mailbox=mailbox).ticket == 1
+    # The first batch (UIDs 1-3) was flagged after its commit; the second (4-6) is
+    # committed only (progress is reported after a batch's commit, before its flags).
+    assert seen_uids(imap_account) == {1, 2, 3}
+    assert sorted(ledger(mailbox)) == [1, 2, 3, 4, 5, 6]
+    assert mailbox_poll(mailbox=mailbox).ticket == 2
     assert seen_uids(imap_account) == set(range(1, 9))
 
     # A batch is also cut by size: one message at a time when each exceeds the budget.
@@ -343,3 +347,63 @@ def test_a_mailbox_keeps_its_folder_once_mail_was_ingested(
     email_services.mailbox_update(mailbox=mailbox, data={"name": "Renamed", "enabled": False})
     mailbox.refresh_from_db()
     assert (mailbox.name, mailbox.enabled, mailbox.last_uid) == ("Renamed", False, 3)
+
+
+def test_a_batch_with_a_repeated_message_id_still_makes_every_other_mail_a_ticket(
+    mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    # One fetch batch: the third mail repeats the first one's Message-ID and the fourth
+    # answers the second (its thread is in the same batch, not yet written).
+    mails = [
+        samples.plain("VPN down", message_id="<a@acme.test>"),
+        samples.plain("Printer jam", message_id="<b@acme.test>"),
+        samples.plain("VPN down", message_id="<a@acme.test>"),
+        samples.plain("Re: Printer jam", message_id="<c@acme.test>", in_reply_to="<b@acme.test>"),
+        samples.plain("Monitor flickers", message_id="<d@acme.test>"),
+    ]
+    append_all(imap_account, mails)
+
+    report = mailbox_poll(mailbox=mailbox)
+
+    assert (report.ticket, report.duplicate, report.followup, report.flagged) == (3, 1, 1, 5)
+    assert sorted(Ticket.objects.values_list("subject", flat=True)) == [
+        "Monitor flickers",
+        "Printer jam",
+        "VPN down",
+    ]
+    rows = ledger(mailbox)
+    assert [rows[uid].state for uid in sorted(rows)] == [
+        "ticket",
+        "ticket",
+        "duplicate",
+        "followup",
+        "ticket",
+    ]
+    assert rows[4].ticket_id == rows[2].ticket_id
+    assert seen_uids(imap_account) == {1, 2, 3, 4, 5}
+    # Nothing twice on the next poll.
+    assert mailbox_poll(mailbox=mailbox).fetched == 0
+    assert Ticket.objects.count() == 3
+
+
+def test_a_clean_batch_writes_every_mail_with_its_own_ledger_row_and_attachments(
+    mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    append_all(
+        imap_account,
+        [*plains(4), samples.with_attachments(subject="Screenshot attached")],
+    )
+
+    report = mailbox_poll(mailbox=mailbox)
+
+    assert (report.ticket, report.flagged) == (5, 5)
+    rows = ledger(mailbox)
+    assert sorted(rows) == [1, 2, 3, 4, 5]
+    assert {row.state for row in rows.values()} == {"ticket"}
+    tickets = {t.pk: t for t in Ticket.objects.all()}
+    assert sorted(t.subject for t in tickets.values())[-1] == "Screenshot attached"
+    assert len({row.ticket_id for row in rows.values()}) == 5
+    assert set(tickets) == {row.ticket_id for row in rows.values()}
+    attached = rows[5]
+    assert attached.attachments.count() == 2
+    assert {a.ticket_id for a in attached.attachments.all()} == {attached.ticket_id}

@@ -94,8 +94,12 @@ def test_a_token_expiring_between_pages_is_rotated_and_the_sync_finishes(
     assert workspace.bot_refresh_token != installed.bot_refresh_token
     assert workspace.token_refresh_claimed_at is None
     # Page 1 with the old token; the next call is refused (token_expired), renews it, and
-    # pages 2 and 3 are read with the new one.
-    assert _history_tokens(slack_api) == [first_token, *[workspace.bot_token] * 2]
+    # pages 2 and 3 are read with the new one. Page 2 is asked for while page 1 is written,
+    # so it may be that refused call: then it is asked for again, with the new token.
+    assert _history_tokens(slack_api) in (
+        [first_token, *[workspace.bot_token] * 2],
+        [first_token, first_token, *[workspace.bot_token] * 2],
+    )
     channel = SlackChannel.objects.get(channel_id=CHANNEL_ID)
     assert channel.sync_cursor == ""
     assert channel.last_error == ""
