@@ -511,7 +511,7 @@ def _confidence_for(
     """`confidence` per class re-indexed from `fitted_on` to `classes` (shared fit if new)."""
     aligned = dict(confidence)
     for name in ("margin_scale", "margin_shift"):
-        values = confidence[name]
+        values = confidence.get(name)
         if isinstance(values, list):
             by_class = dict(zip([str(c) for c in fitted_on], values, strict=True))
             shared = float(np.mean(values))

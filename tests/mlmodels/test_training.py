@@ -378,3 +378,16 @@ def test_confidence_calibration_never_moves_the_label_and_old_artifacts_still_an
     features = pipeline.named_steps["features"].transform(result.test_texts[:1])
     expected = training._softmax(classifier.decision_function(features) / classifier.temperature)
     assert old.confidence == pytest.approx(float(expected.max()))
+
+
+def test_a_bare_temperature_fit_answers_softmax_probabilities() -> None:
+    texts, labels = small_data({"vpn": 20, "printer": 20})
+    counts = training.TextCounts(texts=texts, params=PARAMS)
+    pipeline = training._fit_rows(
+        counts=counts, rows=range(len(texts)), labels=labels, params=PARAMS, temperature=2.0
+    )
+    features = counts.matrix[:5]
+    scores = pipeline.named_steps["classifier"].decision_function(
+        pipeline.named_steps["features"].transform(features)
+    )
+    assert np.allclose(pipeline.predict_proba(features), training._softmax(scores / 2.0))
