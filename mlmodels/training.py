@@ -481,9 +481,9 @@ def _fit_confidence(scores: np.ndarray, encoded: np.ndarray) -> dict[str, Any]:
     One logistic regression of "the top label was right" on the margin, the predicted class
     and their product: a shared slope and intercept plus a regularised correction per class,
     so a class the SVM is often wrong about needs a wider margin for the same confidence, and
-    a rare class borrows the shared fit. On the shared data set's seeds 1-3 (category, the
-    balanced SVM) coverage at 95 % precision goes from 0.53-0.57 with softmax(s / T) to
-    0.67-0.74, ECE staying under 0.04; labels are untouched.
+    a rare class borrows the shared fit. Through the project's path on the shared data set's
+    seeds 1 / 2 / 3 (category, the balanced SVM) coverage at 95 % precision is 0.71 / 0.67 /
+    0.74 (0.54 / 0.61 on seeds 1 / 2 with softmax(s / T)), ECE under 0.04; labels untouched.
     """
     temperature = _fit_temperature(scores, encoded)
     scores = _finite(scores)
