@@ -506,7 +506,7 @@ def _fit_confidence(scores: np.ndarray, encoded: np.ndarray) -> dict[str, Any]:
 
 
 def _confidence_for(
-    confidence: dict[str, Any], *, fitted_on: Sequence[str], classes: Sequence[str]
+    confidence: dict[str, Any], *, fitted_on: Sequence[str] | np.ndarray, classes: np.ndarray
 ) -> dict[str, Any]:
     """`confidence` per class re-indexed from `fitted_on` to `classes` (shared fit if new)."""
     aligned = dict(confidence)
@@ -806,7 +806,7 @@ def _fit_rows(
     labels: Sequence[str],
     params: TrainingParams,
     confidence: dict[str, Any] | None = None,
-    confidence_classes: Sequence[str] = (),
+    confidence_classes: Sequence[str] | np.ndarray = (),
     temperature: float = 1.0,
 ) -> Pipeline:
     """`params`' configuration fitted on `rows`, with `confidence` (or a bare temperature).
