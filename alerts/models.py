@@ -14,6 +14,7 @@ from tickets.models import Organization
 class AlertRuleKind(models.TextChoices):
     TASK_FAILURES = "task_failures", "Task failures"
     INTEGRATION_ERROR = "integration_error", "Integration in error"
+    MODEL_ACCURACY = "model_accuracy", "Model live accuracy below offline"
 
 
 class AlertIntegration(models.TextChoices):
@@ -30,6 +31,9 @@ class AlertRule(models.Model):
     task_failures: at least `threshold` tasks whose name matches `task_pattern` (fnmatch)
     failed within the last `window_minutes`. integration_error: at least `threshold`
     enabled mailboxes or Slack workspaces have been in error for over `window_minutes`.
+    model_accuracy: a serving model version's live accuracy (reviewed predictions, at least
+    ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS of them) is `threshold` points or more below its
+    offline (held-out) accuracy.
     """
 
     organization = models.ForeignKey(
@@ -52,7 +56,9 @@ class AlertRule(models.Model):
         help_text="integration_error: which integrations to watch",
     )
     threshold = models.PositiveIntegerField(
-        default=1, help_text="failures (or integrations in error) that make the rule fire"
+        default=1,
+        help_text="failures (or integrations in error) that make the rule fire; "
+        "model_accuracy: points of accuracy the live figure may fall below the offline one",
     )
     window_minutes = models.PositiveIntegerField(
         default=15,

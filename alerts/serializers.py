@@ -96,7 +96,10 @@ class AlertRuleCreateInputSerializer(StrictInputSerializer):
     integration = serializers.ChoiceField(
         choices=AlertIntegration.values, default=AlertIntegration.ANY
     )
-    threshold = serializers.IntegerField(min_value=1, max_value=services.MAX_THRESHOLD, default=1)
+    # Absent: 1 (failures, integrations), 10 points for model_accuracy (see alert_rule_create).
+    threshold = serializers.IntegerField(
+        min_value=1, max_value=services.MAX_THRESHOLD, required=False
+    )
     window_minutes = serializers.IntegerField(
         min_value=1, max_value=services.MAX_WINDOW_MINUTES, default=15
     )

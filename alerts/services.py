@@ -1,8 +1,10 @@
 """Alerts: rules watched every minute, incidents that fire once and recover once, deliveries.
 
 A rule's condition is read from the task ledger (failures of tasks matching a pattern
-within a window) or from the integrations' own error fields (a mailbox or Slack workspace
-in error for longer than the window). While the condition holds the rule has exactly one
+within a window), from the integrations' own error fields (a mailbox or Slack workspace
+in error for longer than the window), or from the models' live accuracy (a serving model
+version whose reviewed predictions were corrected far more often than its offline
+accuracy promised). While the condition holds the rule has exactly one
 open incident; opening it queues a "fired" message to each destination and closing it a
 "recovered" one. Messages are sent by `taskops.tasks.deliver_alert` (alerts/tasks.py) after
 the evaluation commits, through the channels registered in alerts/channels/, so a Slack or
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
@@ -39,6 +42,7 @@ from alerts.models import (
 )
 from integrations.models import SlackWorkspace
 from integrations.selectors import MAILBOX, SLACK, integrations_in_error_list
+from mlmodels.selectors import model_versions_active_live_accuracy
 from taskops.base import TRANSIENT_ERRORS, TransientError
 from taskops.selectors import task_failures_count
 from taskops.services import task_enqueue
@@ -49,6 +53,9 @@ logger = logging.getLogger(__name__)
 DELIVER_TASK = "taskops.tasks.deliver_alert"
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 MAX_THRESHOLD = 10_000
+# model_accuracy rules: `threshold` is points of accuracy (live below offline), 10 unless set.
+DEFAULT_ACCURACY_DROP_POINTS = 10
+MAX_ACCURACY_DROP_POINTS = 100
 MAX_RECIPIENTS = 50
 # A delivery still pending this long after it was queued lost its task (the broker was
 # down at commit time, say): the next evaluation queues it again.
@@ -138,7 +145,12 @@ def alert_rule_problems(
     if value("integration", AlertIntegration.ANY) not in AlertIntegration.values:
         problems["integration"] = f"one of {', '.join(AlertIntegration.values)}"
     threshold = value("threshold", 1)
-    if not isinstance(threshold, int) or not 1 <= threshold <= MAX_THRESHOLD:
+    if kind == AlertRuleKind.MODEL_ACCURACY:
+        if not isinstance(threshold, int) or not 1 <= threshold <= MAX_ACCURACY_DROP_POINTS:
+            problems["threshold"] = (
+                f"points of accuracy, a whole number from 1 to {MAX_ACCURACY_DROP_POINTS}"
+            )
+    elif not isinstance(threshold, int) or not 1 <= threshold <= MAX_THRESHOLD:
         problems["threshold"] = f"a whole number from 1 to {MAX_THRESHOLD}"
     window = value("window_minutes", 15)
     if not isinstance(window, int) or not 1 <= window <= MAX_WINDOW_MINUTES:
@@ -183,6 +195,8 @@ def alert_rule_create(*, organization: Organization, **values: Any) -> AlertRule
     values = {name: value for name, value in values.items() if name in RULE_FIELDS}
     if isinstance(values.get("name"), str):
         values["name"] = values["name"].strip()
+    if values.get("kind") == AlertRuleKind.MODEL_ACCURACY:
+        values.setdefault("threshold", DEFAULT_ACCURACY_DROP_POINTS)
     _rule_check(organization=organization, values=values)
     try:
         with transaction.atomic():
@@ -331,7 +345,51 @@ def alert_condition_check(*, rule: AlertRule, now: datetime) -> AlertCondition:
                 "integrations": broken,
             },
         )
+    if rule.kind == AlertRuleKind.MODEL_ACCURACY:
+        return _model_accuracy_check(rule=rule)
     raise ValueError(f"unknown alert rule kind {rule.kind!r}")
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f} %"
+
+
+def _model_accuracy_check(*, rule: AlertRule) -> AlertCondition:
+    """Serving model versions whose live accuracy fell `threshold` points below the offline one."""
+    min_reviews = settings.ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS
+    judged, degraded = [], []
+    for item in model_versions_active_live_accuracy(organization=rule.organization):
+        live, offline = item["live_accuracy"], item["offline_accuracy"]
+        if live is None or offline is None or item["reviewed"] < min_reviews:
+            continue
+        # Rounded: 0.9 - 0.8 is 9.999… points in floating point, and 10 points is a drop of 10.
+        drop = round((offline - live) * 100, 6)
+        entry = {**item, "drop_points": round(drop, 2)}
+        judged.append(entry)
+        if drop >= rule.threshold:
+            degraded.append(entry)
+    lines = [
+        f"{item['target']} model v{item['version']}: live accuracy "
+        f"{_percent(item['live_accuracy'])} on {_plural(item['reviewed'], 'reviewed prediction')} "
+        f"({item['changed']} corrected), "
+        f"offline {_percent(item['offline_accuracy'])}: {item['drop_points']:.1f} points below"
+        for item in degraded[:MESSAGE_MAX_ITEMS]
+    ]
+    return AlertCondition(
+        firing=bool(degraded),
+        count=len(degraded),
+        headline=(
+            f"{_plural(len(degraded), 'model')} with a live accuracy {rule.threshold} points or "
+            f"more below the offline one (judged after {min_reviews} reviewed predictions)"
+        ),
+        lines=lines,
+        details={
+            "threshold_points": rule.threshold,
+            "min_reviews": min_reviews,
+            "models": degraded,
+            "judged": judged,
+        },
+    )
 
 
 def _message(

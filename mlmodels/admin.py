@@ -290,11 +290,14 @@ class ModelVersionAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
             ),
         )
         return format_html(
-            "<p>{} · {} folds · temperature {}</p><table><tr><th>class-weight power</th>"
+            "<p>{} · {} folds · temperature {} · confidence sigmoid({} * top-two margin + {})</p>"
+            "<table><tr><th>class-weight power</th>"
             "<th>C</th><th>objective</th><th>accuracy</th><th>macro-F1</th></tr>{}</table>",
             selection.get("objective", ""),
             selection.get("cv_folds", "-"),
             selection.get("temperature", "-"),
+            selection.get("confidence", {}).get("margin_scale", "-"),
+            selection.get("confidence", {}).get("margin_shift", "-"),
             rows,
         )
 

@@ -291,3 +291,18 @@ def model_version_live_accuracy(
             "offline_accuracy": version.accuracy,
         }
     return result
+
+
+def model_versions_active_live_accuracy(*, organization: Organization) -> list[dict[str, Any]]:
+    """Live beside offline accuracy of each serving version of the organization, by target."""
+    versions = list(
+        ModelVersion.objects.filter(organization=organization, status=ModelStatus.ACTIVE).order_by(
+            "target"
+        )
+    )
+    live = model_version_live_accuracy(versions=versions)
+    return [
+        {"target": version.target, "version": version.version, "model_version_id": version.pk}
+        | live[version.pk]
+        for version in versions
+    ]

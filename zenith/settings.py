@@ -437,6 +437,11 @@ ZENITH_MAX_PARSE_SECONDS = env.float("ZENITH_MAX_PARSE_SECONDS", default=1.5)
 ZENITH_RAW_MAIL_RETENTION_DAYS = env.int("ZENITH_RAW_MAIL_RETENTION_DAYS", default=30)
 # The smallest class (labelled tickets) that is trained and can be predicted.
 ZENITH_ML_MIN_CLASS_EXAMPLES = max(2, env.int("ZENITH_ML_MIN_CLASS_EXAMPLES", default=3))
+# "Model live accuracy" alert rules judge a model version only once people reviewed at
+# least this many of its predictions: a handful of corrections is noise, not a drift.
+ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS = max(
+    1, env.int("ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS", default=20)
+)
 
 # ------------------------------------------------------------------------------
 # Integrations and operations

@@ -26,16 +26,22 @@ from tickets.models import Organization, Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
-# Floors every seed clears, below the figures measured on seeds 1-3 (README, issue #19's
-# closing note). Issue #19 asked for category accuracy 0.86 / macro-F1 0.62 / coverage 0.70
-# and business_service 0.64 / 0.48: no configuration of the grid reaches those macro-F1
-# figures on these splits (the best of the nine, scored on the held-back tickets themselves,
-# gives 0.43-0.48 on category), so they are not asserted here.
+# Floors every seed clears with a margin, below the figures measured on seeds 1-3 (README;
+# the test prints them). Issue #19 asked for category accuracy 0.86 / macro-F1 0.62 /
+# coverage 0.70 and business_service 0.64 / 0.48. Measured here: category accuracy
+# 0.846-0.863, macro-F1 0.40-0.47, coverage at 95 % precision 0.67-0.74 (ECE <= 0.033);
+# business_service accuracy 0.63-0.65, macro-F1 0.35-0.38 (ECE 0.03-0.05). The macro-F1
+# bars are out of reach for this model family on these splits: every held-back category set
+# holds one ticket of class "9", whose other ticket is below ZENITH_ML_MIN_CLASS_EXAMPLES
+# (an F1 of 0 in every run), and two tickets each of "1" and "8". Scored on the held-back
+# tickets themselves, none of the 9 grid configurations (seeds 1-3) nor 4 other feature
+# sets (min_df 2, word unigrams, char_wb 3-5 or 1-4; seeds 1-2) reaches 0.49 on category.
 BARS = {
-    "category": {"accuracy": 0.83, "macro_f1": 0.33, "coverage_at_95": 0.40},
-    "business_service": {"accuracy": 0.55, "macro_f1": 0.25},
+    "category": {"accuracy": 0.83, "macro_f1": 0.37, "coverage_at_95": 0.62},
+    "business_service": {"accuracy": 0.60, "macro_f1": 0.31},
 }
-MAX_ECE = 0.05
+# Issue #19's calibration bar; business_service (77 classes, a long tail) gets some slack.
+MAX_ECE = {"category": 0.04, "business_service": 0.07}
 
 
 def _split(seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -164,4 +170,5 @@ def test_quality_bar_on_independent_splits(
     for column, bars in BARS.items():
         for name, bar in bars.items():
             assert report[column][name] >= bar, (seed, column, name, report[column][name])
-    assert report["category"]["ece"] <= MAX_ECE
+    for column, bar in MAX_ECE.items():
+        assert report[column]["ece"] <= bar, (seed, column, "ece", report[column]["ece"])

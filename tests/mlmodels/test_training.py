@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -350,3 +351,43 @@ def test_a_class_of_three_is_trained_and_predicted() -> None:
     assert result.metrics["cv"]["per_class"]["laptop"]["support"] >= 2
     [prediction] = training.predict(pipeline=result.pipeline, texts=["laptop screen battery"])
     assert prediction.label == "laptop"
+
+
+def test_confidence_calibration_never_moves_the_label_and_old_artifacts_still_answer(
+    result: training.TrainingResult,
+) -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2000, 5)) * rng.uniform(0.01, 3, size=(2000, 1))
+    proba = training._calibrated_proba(scores, temperature=0.3, margin_scale=4.0, margin_shift=-3.0)
+    assert (proba.argmax(axis=1) == scores.argmax(axis=1)).all()
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    # A sure margin gives a high confidence, a torn one a low one.
+    margin = training._top_two_margin(scores)
+    assert proba.max(axis=1)[margin > 1.5].min() > proba.max(axis=1)[margin < 0.05].max()
+    # One slope and intercept per class the shipped model knows, recorded on the selection.
+    confidence = result.selection["confidence"]
+    assert confidence["classes"] == result.labels
+    assert np.mean(confidence["margin_scale"]) > 0
+    pipeline = copy.deepcopy(result.pipeline)
+    classifier = pipeline.named_steps["classifier"]
+    assert classifier.margin_scale == pytest.approx(confidence["margin_scale"], abs=1e-6)
+    assert classifier.margin_shift == pytest.approx(confidence["margin_shift"], abs=1e-6)
+    # A version trained before margin calibration has no such attributes: plain softmax(s / T).
+    del classifier.margin_scale, classifier.margin_shift
+    [old] = training.predict(pipeline=pipeline, texts=result.test_texts[:1])
+    features = pipeline.named_steps["features"].transform(result.test_texts[:1])
+    expected = training._softmax(classifier.decision_function(features) / classifier.temperature)
+    assert old.confidence == pytest.approx(float(expected.max()))
+
+
+def test_a_bare_temperature_fit_answers_softmax_probabilities() -> None:
+    texts, labels = small_data({"vpn": 20, "printer": 20})
+    counts = training.TextCounts(texts=texts, params=PARAMS)
+    pipeline = training._fit_rows(
+        counts=counts, rows=range(len(texts)), labels=labels, params=PARAMS, temperature=2.0
+    )
+    features = counts.matrix[:5]
+    scores = pipeline.named_steps["classifier"].decision_function(
+        pipeline.named_steps["features"].transform(features)
+    )
+    assert np.allclose(pipeline.predict_proba(features), training._softmax(scores / 2.0))

@@ -126,7 +126,9 @@ class Command(BaseCommand):
         out.write(
             f"  model selection     {selection['objective']}, {selection['cv_folds']} folds; "
             f"chose class-weight power {chosen['class_weight_power']}, C {chosen['C']} "
-            f"(temperature {selection.get('temperature')})"
+            f"(temperature {selection.get('temperature')}; confidence "
+            f"{selection.get('confidence', {}).get('margin_scale', '-')} x top-two margin + "
+            f"{selection.get('confidence', {}).get('margin_shift', '-')}, through a sigmoid)"
         )
         out.write(f"    {'power':>5} {'C':>5} {'objective':>16} {'accuracy':>9} {'macro-F1':>9}")
         for c in selection["candidates"]:
