@@ -384,7 +384,7 @@ MessageKind = Literal["ticket", "reply", "ignore", "changed", "deleted"]
 # Subtypes that carry a human's content; every other subtype (channel_join, bot_message,
 # pinned_item, channel_topic, message_replied, ...) is housekeeping and ignored.
 _CONTENT_SUBTYPES = frozenset({"file_share", "thread_broadcast", "me_message"})
-_DELETED_SUBTYPES = frozenset({"message_deleted", "tombstone"})
+DELETED_SUBTYPES = frozenset({"message_deleted", "tombstone"})
 
 
 def _is_from_bot(message: dict[str, Any], bot_user_id: str | None) -> bool:
@@ -416,7 +416,7 @@ def classify_message(message: dict[str, Any], *, bot_user_id: str | None) -> Mes
     if subtype == "message_changed":
         inner = message.get("message") or {}
         return "ignore" if _is_from_bot(inner, bot_user_id) else "changed"
-    if subtype in _DELETED_SUBTYPES:
+    if subtype in DELETED_SUBTYPES:
         previous = message.get("previous_message") or {}
         return "ignore" if _is_from_bot(previous, bot_user_id) else "deleted"
     if subtype is not None and subtype not in _CONTENT_SUBTYPES:

@@ -129,6 +129,7 @@ class SlackApiServer:
         self._lock = threading.RLock()
         self._request_counter = 0
         self._last_ts_micros = _TS_START_MICROS
+        self._mangled: dict[str, Any] = {}
         self._forced_failures: list[list[Any]] = []  # [method, status, calls to let pass]
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -241,6 +242,11 @@ class SlackApiServer:
         with self._lock:
             self._last_ts_micros += _TS_STEP_MICROS
             return micros_to_ts(self._last_ts_micros)
+
+    def mangle(self, ts: str, served: Any) -> None:
+        """Serve `served` (anything JSON: a broken message) in history where message `ts` is."""
+        with self._lock:
+            self._mangled[ts] = served
 
     def add_message(
         self,
@@ -452,7 +458,7 @@ class SlackApiServer:
         page, rest = window[:limit], window[limit:]
         next_cursor = _encode_cursor("next_ts", ts_to_micros(rest[0]["ts"])) if rest else ""
         return {
-            "messages": copy.deepcopy(page),
+            "messages": [copy.deepcopy(self._mangled.get(m["ts"], m)) for m in page],
             "has_more": bool(rest),
             "pin_count": 0,
             "response_metadata": {"next_cursor": next_cursor},

@@ -15,6 +15,7 @@ from integrations.slack.services.events import (
 )
 from integrations.slack.services.ingest import (
     IngestReport,
+    slack_message_malformed,
     slack_message_user_ids,
     slack_messages_ingest,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "slack_event_receive",
     "slack_events_prune",
     "slack_external_id",
+    "slack_message_malformed",
     "slack_message_user_ids",
     "slack_messages_ingest",
     "slack_plain_text",

@@ -27,7 +27,11 @@ from integrations.slack.client import (
     classify_message,
     iter_replies,
 )
-from integrations.slack.services.ingest import slack_message_user_ids, slack_messages_ingest
+from integrations.slack.services.ingest import (
+    slack_message_malformed,
+    slack_message_user_ids,
+    slack_messages_ingest,
+)
 from integrations.slack.services.install import slack_workspace_disable
 from integrations.slack.services.requesters import RequesterResolver
 from integrations.slack.services.text import _error_text, slack_client_for
@@ -72,6 +76,8 @@ def _event_triage(*, workspace: SlackWorkspace | None, event: Mapping[str, Any])
         return SlackEventStatus.PENDING, ""
     if not workspace.enabled:
         return SlackEventStatus.IGNORED, "workspace disabled"
+    if event_type in ("message", "app_mention") and (problem := slack_message_malformed(event)):
+        return SlackEventStatus.IGNORED, f"malformed message: {problem}"
     kind = classify_message(dict(event), bot_user_id=workspace.bot_user_id or None)
     if kind == "ignore":
         return SlackEventStatus.IGNORED, "not a person's message"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from integrations.models import (
     SlackMessageKind,
 )
 from integrations.slack.client import (
+    DELETED_SUBTYPES,
     classify_message,
 )
 from integrations.slack.services.text import (
@@ -42,6 +44,7 @@ class IngestReport:
     edited: int = 0
     deleted: int = 0
     orphans: int = 0
+    rejected: int = 0
 
     def add(self, other: IngestReport) -> None:
         for name, value in asdict(other).items():
@@ -56,6 +59,50 @@ class _Item:
     ts: str
     message: dict[str, Any]
     thread_ts: str = ""
+
+
+# A Slack ts: seconds and microseconds ("1712345678.000100"); anything else is not Slack's.
+_TS = re.compile(r"\d{1,12}\.\d{1,9}")
+_TEXT_FIELDS = ("text", "user", "subtype", "type")
+
+
+def _bad_ts(value: Any, *, required: bool) -> bool:
+    if value is None or value == "":
+        return required
+    return not (isinstance(value, str) and _TS.fullmatch(value))
+
+
+def _bad_content(message: Any) -> str | None:
+    if not isinstance(message, dict):
+        return "not an object"
+    if _bad_ts(message.get("ts"), required=True):
+        return "ts missing or malformed"
+    if _bad_ts(message.get("thread_ts"), required=False):
+        return "thread_ts malformed"
+    wrong = [name for name in _TEXT_FIELDS if not isinstance(message.get(name, ""), str)]
+    if wrong:
+        return f"{', '.join(wrong)} not text"
+    return None
+
+
+def slack_message_malformed(message: Any) -> str | None:
+    """Why a message (history item or event) cannot be ingested, or None if it can.
+
+    Slack's own messages always pass; a broken one (a proxy's, a bug's, a forged event's)
+    is skipped with its reason, so the rest of its page still becomes tickets.
+    """
+    if not isinstance(message, dict):
+        return "not an object"
+    subtype = message.get("subtype")
+    if subtype in DELETED_SUBTYPES:
+        if _bad_ts(message.get("deleted_ts") or message.get("ts"), required=True):
+            return "deleted_ts missing or malformed"
+        return None
+    if subtype == "message_changed":
+        inner = message.get("message")
+        problem = _bad_content(inner) if inner is not None else "no message"
+        return None if problem is None else f"edited message: {problem}"
+    return _bad_content(message)
 
 
 def _items(messages: Iterable[dict[str, Any]], *, bot_user_id: str | None) -> list[_Item]:
@@ -113,7 +160,23 @@ def slack_messages_ingest(
     """
     workspace = channel.workspace
     report = IngestReport(seen=len(messages))
-    items = _items(messages, bot_user_id=bot_user_id or workspace.bot_user_id or None)
+    screened = []
+    for message in messages:
+        problem = slack_message_malformed(message)
+        if problem is None:
+            screened.append(message)
+            continue
+        report.rejected += 1
+        ts = message.get("ts") if isinstance(message, dict) else None
+        logger.warning(
+            "slack_message_rejected",
+            team_id=workspace.team_id,
+            channel_id=channel.channel_id,
+            ts=str(ts)[:40] if ts is not None else None,
+            reason=problem,
+            via=via,
+        )
+    items = _items(screened, bot_user_id=bot_user_id or workspace.bot_user_id or None)
     if not items:
         return report
     keys = {item.ts for item in items} | {item.thread_ts for item in items if _is_reply(item)}

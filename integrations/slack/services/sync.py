@@ -29,6 +29,7 @@ from integrations.slack.client import (
 )
 from integrations.slack.services.ingest import (
     IngestReport,
+    slack_message_malformed,
     slack_message_user_ids,
     slack_messages_ingest,
 )
@@ -160,12 +161,16 @@ def slack_channel_sync(
             # moves only in the page's own commit).
             prefetch=True,
         ):
+            # A malformed message is skipped (and logged) by the ingest; the rest still counts.
+            sound = [m for m in page.messages if slack_message_malformed(m) is None]
             messages = [
                 *page.messages,
-                *_thread_replies(channel=channel, client=client, messages=page.messages),
+                *_thread_replies(channel=channel, client=client, messages=sound),
             ]
-            requesters = resolver.resolve(slack_message_user_ids(messages))
-            pass_newest = _ts_max(pass_newest, *(m.get("ts") for m in page.messages))
+            requesters = resolver.resolve(
+                slack_message_user_ids(m for m in messages if slack_message_malformed(m) is None)
+            )
+            pass_newest = _ts_max(pass_newest, *(m["ts"] for m in sound))
             # Lost in a database crash, the page goes with its cursor and is read again.
             with atomic_async_commit():
                 report.messages.add(

@@ -281,3 +281,26 @@ def test_slack_markup_becomes_readable_text():
     assert slack_plain_text(text) == "Hi @dana, see status page in #ops & <3"
     assert slack_subject("\n\n  first   line  \nsecond") == "first line"
     assert len(slack_subject("x" * 500)) == 120
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"ts": "1712345678.0001'; DROP"},
+        {"text": ["not", "text"]},
+        {"thread_ts": "yesterday"},
+    ],
+    ids=["ts", "text", "thread_ts"],
+)
+def test_a_malformed_event_is_rejected_and_the_next_one_still_lands(organization, channel, broken):
+    bad = event_payload({**message_event("bad", ts="1712345678.000100"), **broken})
+    good = event_payload(message_event("printer jammed", ts="1712345679.000100"))
+
+    event, _ = slack_event_receive(payload=bad)
+    assert _deliver(good) == SlackEventStatus.PROCESSED
+
+    # Recorded and set aside with its reason at once: never retried, never a ticket.
+    assert event.status == SlackEventStatus.IGNORED
+    assert event.note.startswith("malformed message: ")
+    assert list(Ticket.objects.values_list("subject", flat=True)) == ["printer jammed"]
+    assert SlackMessage.objects.count() == 1

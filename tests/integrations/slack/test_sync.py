@@ -225,3 +225,34 @@ def test_3000_messages_with_429s_each_message_once_and_retry_after_honoured(
     assert report["replies"] == 30
     assert slack_api.rate_limited_count >= 3
     assert slack_api.retry_after_violations() == []
+
+
+def test_broken_messages_are_skipped_and_the_rest_of_the_page_becomes_tickets(
+    organization, channel: SlackChannel, slack_api: SlackApiServer
+):
+    """One bad message never blocks a channel: it is logged, counted, and passed over."""
+    sent = [slack_api.add_message(CHANNEL_ID, f"monitor {i} flickers")["ts"] for i in range(8)]
+    good = {sent[0], sent[3], sent[7]}
+    slack_api.mangle(sent[1], {"type": "message", "user": DEFAULT_USER_ID, "text": "no ts"})
+    slack_api.mangle(sent[2], {"type": "message", "user": DEFAULT_USER_ID, "ts": "not-a-ts"})
+    slack_api.mangle(sent[4], "a bare string")
+    slack_api.mangle(
+        sent[5], {"type": "message", "user": DEFAULT_USER_ID, "ts": sent[5], "text": {"x": 1}}
+    )
+    slack_api.mangle(
+        sent[6],
+        {"type": "message", "user": DEFAULT_USER_ID, "ts": sent[6], "text": "hi", "thread_ts": [1]},
+    )
+
+    report = _sync(organization)
+
+    assert report["rejected"] == 5
+    assert report["tickets"] == 3
+    assert report["errors"] == []
+    assert _ticket_keys(organization) == Counter({f"T0000001:{CHANNEL_ID}:{ts}": 1 for ts in good})
+    channel.refresh_from_db()
+    assert channel.latest_ts == sent[7]  # the channel moved on past them
+    assert channel.last_error == ""
+    again = _sync(organization)
+    assert again["tickets"] == 0
+    assert again["errors"] == []
