@@ -118,12 +118,9 @@ def model_version_previous(*, version: ModelVersion) -> ModelVersion | None:
     )
 
 
-def ticket_ids_unclassified(
-    *, organization: Organization, versions: list[ModelVersion]
-) -> list[int]:
-    """Ids of the organization's tickets that lack a prediction from any of these versions."""
-    if not versions:
-        return []
+def _unclassified(
+    *, organization: Organization, versions: list[ModelVersion], after_id: int
+) -> QuerySet[Ticket]:
     missing = Q()
     for version in versions:
         missing |= Q(
@@ -131,12 +128,35 @@ def ticket_ids_unclassified(
                 Prediction.objects.filter(ticket_id=OuterRef("pk"), model_version_id=version.pk)
             )
         )
-    return list(
-        Ticket.objects.filter(organization=organization)
-        .filter(missing)
+    return Ticket.objects.filter(organization=organization, id__gt=after_id).filter(missing)
+
+
+def ticket_ids_unclassified(
+    *,
+    organization: Organization,
+    versions: list[ModelVersion],
+    after_id: int = 0,
+    limit: int | None = None,
+) -> list[int]:
+    """Ids (ascending, above `after_id`, at most `limit`) of the organization's tickets that
+    lack a prediction from any of these versions."""
+    if not versions:
+        return []
+    ids = (
+        _unclassified(organization=organization, versions=versions, after_id=after_id)
         .order_by("id")
         .values_list("id", flat=True)
     )
+    return list(ids if limit is None else ids[:limit])
+
+
+def ticket_count_unclassified(
+    *, organization: Organization, versions: list[ModelVersion], after_id: int = 0
+) -> int:
+    """How many of the organization's tickets above `after_id` lack one of these predictions."""
+    if not versions:
+        return 0
+    return _unclassified(organization=organization, versions=versions, after_id=after_id).count()
 
 
 def label_watermark(*, organization: Organization, target: str) -> dict[str, int]:
