@@ -330,11 +330,32 @@ def tickets_classify(
     return report
 
 
-def ticket_classify(*, ticket: Ticket) -> ClassifyReport:
-    """Classify one (freshly read) ticket with its organization's active models."""
+def ticket_classify_by_id(
+    *, ticket_id: int, organization_id: int | None = None
+) -> ClassifyReport | None:
+    """Classify one ticket by id (within `organization_id` when given); None if there is none.
+
+    The ticket, its organization and the organization's serving versions come in one query:
+    what a new ticket's classify task runs, once per ticket.
+    """
+    read = selectors.ticket_serving_read(
+        ticket_id=ticket_id, organization_id=organization_id, fields=_ROW_FIELDS
+    )
+    if read is None:
+        return None
+    ticket, versions = read
+    return ticket_classify(ticket=ticket, versions=versions)
+
+
+def ticket_classify(
+    *, ticket: Ticket, versions: dict[str, ModelVersion] | None = None
+) -> ClassifyReport:
+    """Classify one (freshly read) ticket with its organization's active models (`versions`,
+    read with the ticket, or else read here)."""
     organization = ticket.organization
     report = ClassifyReport(organization_id=organization.pk)
-    versions = selectors.model_versions_active(organization=organization)
+    if versions is None:
+        versions = selectors.model_versions_active(organization=organization)
     if not versions:
         report.skipped = f"{organization.slug} has no active model"
         logger.info(

@@ -287,3 +287,28 @@ def test_a_task_naming_another_organizations_ticket_is_refused(
     assert not Prediction.objects.filter(ticket=theirs).exists()
     theirs.refresh_from_db()
     assert theirs.category == ""
+
+
+def test_the_classify_task_serves_the_version_active_when_it_runs(organization, active_models):
+    first, second = unlabelled_tickets(organization, 2)
+    classify_ticket_task.apply(
+        kwargs={"ticket_id": first.pk, "organization_id": organization.pk}
+    ).get()
+    newer = services.model_train(organization=organization, target="category").version
+    services.model_activate(version=newer)
+
+    result = classify_ticket_task.apply(kwargs={"ticket_id": second.pk}).get()
+
+    assert first.predictions.get(target="category").model_version_id == (
+        active_models["category"].pk
+    )
+    assert second.predictions.get(target="category").model_version_id == newer.pk
+    assert result["versions"] == {
+        "category": newer.version,
+        "priority": active_models["priority"].version,
+    }
+    second.refresh_from_db()
+    assert (second.category, second.category_source) == (
+        stored_label(second, "category"),
+        LabelSource.MODEL,
+    )
