@@ -13,7 +13,13 @@ pick-up latency is left out of 1 and 2; 3 is end to end (publish to the last SUC
    same worker;
 4. in-process training with model selection against the training it replaced (a fixed
    configuration, 5-fold calibration ensemble), and the grid search alone against one fit
-   of the configuration it chose.
+   of the configuration it chose;
+5. the predict path of one ticket for both targets (mlmodels.inference, what the classify
+   task runs) against `training.predict` through the scikit-learn pipelines, p50 ms;
+6. batch classification at scale: SCALE_TICKETS (100,000; ZENITH_BENCH_ML_SCALE) unclassified
+   tickets, generated with INSERT ... SELECT from the data set's texts, classified by one ml
+   worker (concurrency 2) through `batch_classify_tickets_task` (slices and priorities as in
+   production), against in-process `pipeline.predict` of both pipelines on the same texts.
 
     python -m bench.bench_ml          # or: make bench (every benchmark)
 
@@ -41,6 +47,8 @@ SINGLE_TASKS = 150
 REPEATS = 3
 SINGLE_REPEATS = 5
 TRAIN_REPEATS = 2
+PREDICT_TEXTS = 400
+SCALE_TICKETS = int(os.environ.get("ZENITH_BENCH_ML_SCALE", "100000"))
 
 
 def _setup_django(tmp: Path) -> str:
@@ -364,6 +372,138 @@ def _bench_single(organization: Any, ticket_ids: list[int]) -> dict[str, Any]:
     }
 
 
+def _bench_predict_one(organization: Any, ticket_ids: list[int]) -> dict[str, Any]:
+    """p50 ms of one ticket's predictions, both targets: the serving path vs training.predict."""
+    import sklearn
+
+    from mlmodels import inference, registry, selectors, training
+    from tickets.models import Ticket
+
+    texts = [t.text for t in Ticket.objects.filter(pk__in=ticket_ids[:PREDICT_TEXTS])]
+    versions = selectors.model_versions_active(organization=organization)
+    pipelines = {target: registry.model_load(version=v) for target, v in versions.items()}
+    inference.predict_all(pipelines=pipelines, texts=texts[:1])
+    both, per_target, baseline = [], {target: [] for target in pipelines}, []
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        for text in texts:
+            started = time.perf_counter()
+            inference.predict_all(pipelines=pipelines, texts=[text])
+            both.append(time.perf_counter() - started)
+            for target, pipeline in pipelines.items():
+                started = time.perf_counter()
+                inference.predict_all(pipelines={target: pipeline}, texts=[text])
+                per_target[target].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for pipeline in pipelines.values():
+                training.predict(pipeline=pipeline, texts=[text])
+            baseline.append(time.perf_counter() - started)
+    value, base = statistics.median(both) * 1000, statistics.median(baseline) * 1000
+    targets = ", ".join(
+        f"{target} {statistics.median(values) * 1000:.2f} ms"
+        for target, values in per_target.items()
+    )
+    return {
+        "name": "ml_predict_one_ticket_ms",
+        "value": round(value, 3),
+        "baseline": round(base, 3),
+        "ratio": round(value / base, 3),
+        "unit": "ms",
+        "note": (
+            f"label, confidence, margin and top terms of one ticket for both targets through "
+            f"mlmodels.inference (one tokenisation per analysis, scores from coef_) vs "
+            f"training.predict through both scikit-learn pipelines; p50 over {len(texts)} "
+            f"tickets, in-process; alone per target: {targets}; aim <= 3 ms"
+        ),
+    }
+
+
+def _tickets_generate(organization: Any, n: int) -> list[int]:
+    """`n` unclassified API tickets with the organization's texts repeated, by INSERT ... SELECT."""
+    from django.db import connection
+
+    from tickets.models import Source, Ticket
+
+    table = Ticket._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH texts AS (
+                SELECT row_number() OVER (ORDER BY id) - 1 AS i, subject, body
+                FROM {table} WHERE organization_id = %(org)s AND source = 'import'
+            )
+            INSERT INTO {table} (organization_id, source, external_id, subject, body, requester,
+                status, category, category_source, priority, priority_source, needs_review,
+                created_at, updated_at)
+            SELECT %(org)s, %(source)s, '', t.subject, t.body, '', 'new', '', '', '', '', false,
+                now(), now()
+            FROM generate_series(0, %(n)s - 1) AS g(k)
+            JOIN texts t ON t.i = g.k %% (SELECT count(*) FROM texts)
+            """,  # noqa: S608 - the table name comes from the model
+            {"org": organization.pk, "source": Source.API.value, "n": n},
+        )
+    return list(
+        Ticket.objects.filter(organization=organization, source=Source.API)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def _bench_batch_scale(organization: Any, manager: Any) -> dict[str, Any]:
+    """SCALE_TICKETS tickets by one ml worker (concurrency 2) vs in-process pipeline.predict."""
+    from mlmodels import registry, selectors, services
+    from mlmodels.models import Prediction
+    from tickets.models import Source, Ticket
+
+    Ticket.objects.filter(organization=organization, source=Source.API).delete()
+    started = time.perf_counter()
+    ticket_ids = _tickets_generate(organization, SCALE_TICKETS)
+    generated = time.perf_counter() - started
+    texts = [
+        f"{subject} {body}".strip()
+        for subject, body in Ticket.objects.filter(pk__in=ticket_ids)
+        .order_by("id")
+        .values_list("subject", "body")
+        .iterator(chunk_size=5000)
+    ]
+    versions = selectors.model_versions_active(organization=organization)
+    pipelines = [registry.model_load(version=version) for version in versions.values()]
+    started = time.perf_counter()
+    for pipeline in pipelines:
+        pipeline.predict(texts)
+    baseline = time.perf_counter() - started
+    del texts
+    worker = manager.worker(worker_type="ml", concurrency=2)
+    try:
+        task_id = _enqueue(services.BATCH_CLASSIFY_TASK, {"organization_id": organization.pk})
+        started = time.monotonic()
+        _wait([task_id], timeout=3 * 3600)
+        value = time.monotonic() - started
+    finally:
+        worker.stop()
+    written = Prediction.objects.filter(ticket_id__in=ticket_ids).count()
+    assert written == len(ticket_ids) * len(versions), (written, len(ticket_ids))
+    return {
+        "name": "ml_batch_classify_scale",
+        "value": round(value, 1),
+        "baseline": round(baseline, 1),
+        "ratio": round(value / baseline, 3),
+        "unit": "s",
+        "note": (
+            f"{len(ticket_ids)} unclassified tickets (generated by INSERT ... SELECT in "
+            f"{generated:.1f} s) classified by batch_classify_tickets_task on one ml worker "
+            f"(concurrency 2; slices of {_slice_size()} tickets, each a new message at bulk "
+            f"priority), publish->SUCCESS, vs in-process pipeline.predict of the "
+            f"{len(versions)} pipelines on the same texts; aim <= 2x"
+        ),
+    }
+
+
+def _slice_size() -> int:
+    from django.conf import settings
+
+    return int(settings.ZENITH_BATCH_SLICE_SIZE)
+
+
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-ml-") as name:
         tmp = Path(name)
@@ -398,10 +538,14 @@ def run() -> list[dict[str, Any]]:
             _wait([_enqueue(services.CLASSIFY_TASK, {"ticket_id": ticket_ids[0]})], timeout=120)
             rows.append(_bench_batch(organization, ticket_ids))
             rows.append(_bench_single(organization, ticket_ids))
+            rows.append(_bench_predict_one(organization, ticket_ids))
+            assert worker.alive()
+            if database == "postgresql" and SCALE_TICKETS:
+                worker.stop()
+                rows.append(_bench_batch_scale(organization, manager))
             broker = os.environ["CELERY_BROKER_URL"].split("@")[-1]
             for row in rows:
                 row["note"] += f"; {database}, broker {broker}"
-            assert worker.alive()
         finally:
             manager.stop_all()
             registry.cache_clear()

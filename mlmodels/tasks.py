@@ -14,7 +14,7 @@ from django.conf import settings
 from mlmodels import services
 from taskops.base import ZenithTask, zenith_task
 from taskops.services import TRIGGERED_BY_HEADER, task_enqueue
-from tickets.models import Organization, Ticket
+from tickets.models import Organization
 
 
 def _triggered_by(task: ZenithTask) -> str:
@@ -31,13 +31,9 @@ def classify_ticket_task(
     self: ZenithTask, ticket_id: int, organization_id: int | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     """Predict one ticket's category and priority with its organization's active models."""
-    tickets = Ticket.objects.select_related("organization")
-    if organization_id is not None:
-        tickets = tickets.filter(organization_id=organization_id)
-    ticket = tickets.filter(pk=ticket_id).first()
-    if ticket is None:
+    report = services.ticket_classify_by_id(ticket_id=ticket_id, organization_id=organization_id)
+    if report is None:
         return {"ticket_id": ticket_id, "skipped": f"ticket {ticket_id} does not exist"}
-    report = services.ticket_classify(ticket=ticket)
     return {"ticket_id": ticket_id, **report.as_dict()}
 
 

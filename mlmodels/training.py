@@ -443,8 +443,12 @@ class TemperatureLinearSVC(ClassifierMixin, BaseEstimator):
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        return self.proba_from_scores(self.decision_function(X))
+
+    def proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """`predict_proba`'s answer from decision scores already computed (serving reuses it)."""
         return _calibrated_proba(
-            self.decision_function(X),
+            np.asarray(scores, dtype=np.float64),
             temperature=self.temperature,
             # Artifacts written before margin calibration do not carry these attributes.
             margin_scale=getattr(self, "margin_scale", 0.0),

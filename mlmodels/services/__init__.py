@@ -16,6 +16,7 @@ from mlmodels.services.classification import (
     CLASSIFY_CHUNK_SIZE,
     ClassifyReport,
     ticket_classify,
+    ticket_classify_by_id,
     tickets_classify,
 )
 from mlmodels.services.common import (
@@ -81,6 +82,7 @@ __all__ = [
     "organizations_train_changed",
     "prediction_review",
     "ticket_classify",
+    "ticket_classify_by_id",
     "tickets_classify",
     "tickets_created_classify",
     "version_gate",

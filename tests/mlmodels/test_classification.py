@@ -9,7 +9,7 @@ from django.db.models import Count
 from django_celery_results.models import TaskResult
 from rest_framework.renderers import JSONRenderer
 
-from mlmodels import services
+from mlmodels import registry, services, training
 from mlmodels.models import ModelVersion, Prediction
 from mlmodels.receivers import ticket_prediction_fields
 from mlmodels.tasks import batch_classify_tickets_task, classify_ticket_task
@@ -217,3 +217,98 @@ def test_no_active_model_means_nothing_to_do(organization):
 
     assert report.skipped == "acme has no active model"
     assert not Prediction.objects.exists()
+
+
+def test_batch_over_several_chunks_and_slices_matches_in_process_predict(
+    organization, active_models
+):
+    tickets = unlabelled_tickets(organization, 90)
+    ids = [t.pk for t in tickets]
+    Prediction.objects.all().delete()
+    pipelines = {target: registry.model_load(version=v) for target, v in active_models.items()}
+    expected = {
+        target: training.predict(pipeline=pipeline, texts=[t.text for t in tickets])
+        for target, pipeline in pipelines.items()
+    }
+
+    # Slices of 40 tickets (as the batch task runs them), chunks of 17 inside each.
+    after_id, slices, remaining = 0, 0, []
+    while True:
+        report = services.tickets_classify(
+            organization=organization, after_id=after_id, limit=40, chunk_size=17
+        )
+        slices += 1
+        remaining.append(report.remaining)
+        after_id = report.last_id
+        if not report.remaining:
+            break
+
+    total = Ticket.objects.filter(organization=organization).count()
+    assert slices == -(-total // 40)
+    assert remaining == sorted(remaining, reverse=True)
+    counts = Prediction.objects.values("ticket", "target", "model_version").annotate(n=Count("id"))
+    assert {row["n"] for row in counts} == {1}
+    assert Prediction.objects.count() == total * len(active_models)
+    for target, predictions in expected.items():
+        stored = {
+            p.ticket_id: p
+            for p in Prediction.objects.filter(
+                ticket_id__in=ids, model_version=active_models[target]
+            )
+        }
+        for ticket, prediction in zip(tickets, predictions, strict=True):
+            assert stored[ticket.pk].label == prediction.label
+            assert stored[ticket.pk].confidence == pytest.approx(prediction.confidence)
+            assert stored[ticket.pk].margin == pytest.approx(prediction.margin)
+            assert stored[ticket.pk].top_terms == prediction.top_terms
+            assert stored[ticket.pk].applied
+    for ticket in Ticket.objects.filter(pk__in=ids):
+        assert ticket.category == stored_label(ticket, "category")
+        assert ticket.priority == stored_label(ticket, "priority")
+        assert ticket.category_source == ticket.priority_source == LabelSource.MODEL
+
+
+def stored_label(ticket: Ticket, target: str) -> str:
+    return ticket.predictions.get(target=target).label
+
+
+def test_a_task_naming_another_organizations_ticket_is_refused(
+    organization, other_organization, active_models
+):
+    theirs = TicketFactory(organization=other_organization)
+
+    result = classify_ticket_task.apply(
+        kwargs={"ticket_id": theirs.pk, "organization_id": organization.pk}
+    ).get()
+    report = services.tickets_classify(organization=organization, ticket_ids=[theirs.pk])
+
+    assert "does not exist" in result["skipped"]
+    assert report.tickets == 0
+    assert not Prediction.objects.filter(ticket=theirs).exists()
+    theirs.refresh_from_db()
+    assert theirs.category == ""
+
+
+def test_the_classify_task_serves_the_version_active_when_it_runs(organization, active_models):
+    first, second = unlabelled_tickets(organization, 2)
+    classify_ticket_task.apply(
+        kwargs={"ticket_id": first.pk, "organization_id": organization.pk}
+    ).get()
+    newer = services.model_train(organization=organization, target="category").version
+    services.model_activate(version=newer)
+
+    result = classify_ticket_task.apply(kwargs={"ticket_id": second.pk}).get()
+
+    assert first.predictions.get(target="category").model_version_id == (
+        active_models["category"].pk
+    )
+    assert second.predictions.get(target="category").model_version_id == newer.pk
+    assert result["versions"] == {
+        "category": newer.version,
+        "priority": active_models["priority"].version,
+    }
+    second.refresh_from_db()
+    assert (second.category, second.category_source) == (
+        stored_label(second, "category"),
+        LabelSource.MODEL,
+    )
