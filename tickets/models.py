@@ -182,6 +182,14 @@ class LabelChange(models.Model):
 
     class Meta:
         ordering = ["-changed_at"]
+        indexes = [
+            # Live accuracy reads people's recent changes (mlmodels.selectors).
+            models.Index(
+                fields=["changed_at"],
+                name="labelchange_person_time",
+                condition=models.Q(changed_by__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.field}: {self.previous_value!r} -> {self.new_value!r}"

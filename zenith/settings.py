@@ -442,6 +442,9 @@ ZENITH_ML_MIN_CLASS_EXAMPLES = max(2, env.int("ZENITH_ML_MIN_CLASS_EXAMPLES", de
 ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS = max(
     1, env.int("ZENITH_ML_LIVE_ACCURACY_MIN_REVIEWS", default=20)
 )
+# Live accuracy counts the reviews of the last this many days: it says how a model does
+# now (an alert on drift), and its cost follows recent reviews, not all history.
+ZENITH_ML_LIVE_ACCURACY_DAYS = max(1, env.int("ZENITH_ML_LIVE_ACCURACY_DAYS", default=30))
 
 # ------------------------------------------------------------------------------
 # Integrations and operations

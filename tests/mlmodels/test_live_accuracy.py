@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from mlmodels import selectors
 from mlmodels.models import Prediction
@@ -68,3 +69,24 @@ def test_a_version_nobody_reviewed_has_no_live_accuracy() -> None:
 
     assert (live["reviewed"], live["changed"], live["live_accuracy"]) == (0, 0, None)
     assert live["offline_accuracy"] == 0.85
+
+
+def test_only_the_last_days_reviews_count(settings) -> None:
+    """Live accuracy is how the model does now: old reviews fall out of the window."""
+    settings.ZENITH_ML_LIVE_ACCURACY_DAYS = 30
+    person = UserFactory()
+    version = ModelVersionFactory(metrics={"accuracy": 0.9})
+    old, recent = (
+        PredictionFactory(model_version=version, applied=True, label="hardware") for _ in range(2)
+    )
+    Prediction.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=45))
+    old.refresh_from_db()
+    _change(old, to="network", by=person, minutes_after=60)  # 45 days ago: outside
+    _change(recent, to="hardware", by=person)
+
+    live = selectors.model_version_live_accuracy(versions=[version])[version.pk]
+    assert (live["reviewed"], live["changed"], live["live_accuracy"]) == (1, 0, 1.0)
+
+    settings.ZENITH_ML_LIVE_ACCURACY_DAYS = 60
+    wider = selectors.model_version_live_accuracy(versions=[version])[version.pk]
+    assert (wider["reviewed"], wider["changed"], wider["live_accuracy"]) == (2, 1, 0.5)
