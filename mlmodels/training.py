@@ -334,6 +334,70 @@ class FoldTfidf(TransformerMixin, BaseEstimator):
         )
 
 
+class _FoldCache:
+    """What the grid's candidates share within one `select`: the rows' counts, each fold's
+    fitted TF-IDF and transformed matrices, and every candidate's fold decision scores.
+
+    `clone` (GridSearchCV clones the pipeline per candidate and fold) deep-copies parameters
+    that are not estimators; this one is shared instead, which is the point of it.
+    """
+
+    def __init__(self, matrix: Any) -> None:
+        self.matrix = sparse.csr_matrix(matrix)
+        self.fitted: dict[bytes, tuple[Any, Any]] = {}
+        self.transformed: dict[tuple[bytes, bytes], Any] = {}
+        # (C, class-weight power, test rows) -> (the fold model's classes, its decision scores)
+        self.scores: dict[tuple[float, float, bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FoldCache:
+        return self
+
+
+def _rows_key(X: Any) -> bytes:
+    return np.ascontiguousarray(np.asarray(X, dtype=np.int64).ravel()).tobytes()
+
+
+class _CachedFoldTfidf(FoldTfidf):
+    """`FoldTfidf` over row numbers of `cache.matrix`, fitted and applied once per fold.
+
+    The grid fits 9 candidates on the same 3 folds: the first candidate on a fold fits its
+    TF-IDF on that fold's training rows (IDF and n-grams from those rows only, no leakage) and
+    transforms its training and test rows; the other candidates reuse those matrices.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: _FoldCache | None = None,
+        n_word: int = 0,
+        min_df: int = 1,
+        sublinear_tf: bool = True,
+    ) -> None:
+        super().__init__(n_word=n_word, min_df=min_df, sublinear_tf=sublinear_tf)
+        self.cache = cache
+
+    def _rows(self, X: Any) -> Any:
+        return self.cache.matrix[np.asarray(X, dtype=np.int64).ravel()]
+
+    def fit(self, X: Any, y: Any = None) -> _CachedFoldTfidf:
+        self.key_ = _rows_key(X)
+        fitted = self.cache.fitted.get(self.key_)
+        if fitted is None:
+            super().fit(self._rows(X))
+            self.cache.fitted[self.key_] = (self.word_, self.char_)
+        else:
+            self.word_, self.char_ = fitted
+        return self
+
+    def transform(self, X: Any) -> Any:
+        key = (self.key_, _rows_key(X))
+        matrix = self.cache.transformed.get(key)
+        if matrix is None:
+            matrix = super().transform(self._rows(X))
+            self.cache.transformed[key] = matrix
+        return matrix
+
+
 # ------------------------------------------------------------------------------
 # The classifier: a class-weighted linear SVM with a temperature
 # ------------------------------------------------------------------------------
@@ -622,14 +686,40 @@ def _objective(y_true: Any, y_pred: Any) -> float:
     return (float(accuracy_score(y_true, y_pred)) + _macro_f1(y_true, y_pred)) / 2
 
 
-# Scorers made by `make_scorer` share one `predict` per candidate and fold (scikit-learn
-# caches the response when several scorers need it); plain callables would predict 3 times.
+# For `fit`/callers that score a fitted pipeline the usual way (one shared `predict`).
 selection_score = make_scorer(_objective)
 SELECTION_SCORERS = {
     "objective": selection_score,
     "accuracy": make_scorer(accuracy_score),
     "macro_f1": make_scorer(_macro_f1),
 }
+
+
+class _RecordingScorer:
+    """The grid's scorer: objective, accuracy and macro-F1 from one `decision_function`.
+
+    The predicted label is the largest decision score (what `predict` returns), so the
+    figures equal `SELECTION_SCORERS`'. The scores are kept in the cache: the chosen
+    candidate's fold models are the out-of-fold models calibration needs, not fitted again.
+    """
+
+    def __init__(self, cache: _FoldCache) -> None:
+        self.cache = cache
+
+    def __call__(self, estimator: Pipeline, X: Any, y: Any) -> dict[str, float]:
+        classifier = estimator.named_steps["classifier"]
+        scores = classifier.decision_function(estimator.named_steps["features"].transform(X))
+        self.cache.scores[
+            (float(classifier.C), float(classifier.class_weight_power), _rows_key(X))
+        ] = (classifier.classes_, scores)
+        predicted = classifier.classes_[scores.argmax(axis=1)]
+        accuracy = float(accuracy_score(y, predicted))
+        macro_f1 = _macro_f1(y, predicted)
+        return {
+            "objective": (accuracy + macro_f1) / 2,
+            "accuracy": accuracy,
+            "macro_f1": macro_f1,
+        }
 
 
 def _count_pipeline(*, counts: TextCounts, params: TrainingParams) -> Pipeline:
@@ -666,24 +756,54 @@ def select(
     of the objective, accuracy and macro-F1 over the folds, and the chosen configuration
     (the best objective; ties go to the smaller C, then the smaller power, i.e. the simpler).
     """
+    record, _ = _select(counts=counts, rows=rows, labels=labels, params=params)
+    return record
+
+
+def _select(
+    *, counts: TextCounts, rows: Sequence[int], labels: Sequence[str], params: TrainingParams
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`select`'s record, and the chosen configuration's out-of-fold scores (see `_oof_scores`).
+
+    The pipeline the grid searches reads row numbers: its first step (`_CachedFoldTfidf`)
+    fits each fold's TF-IDF once for all candidates, and the scorer keeps every fold model's
+    decision scores, so the grid costs one SVM fit per candidate and fold and nothing more.
+    """
     grid = {
         "classifier__class_weight_power": list(params.grid_class_weight_power),
         "classifier__C": list(params.grid_C),
     }
     folds = _folds(labels=labels, params=params)
+    cache = _FoldCache(counts.matrix[list(rows)])
+    pipeline = Pipeline(
+        [
+            (
+                "features",
+                _CachedFoldTfidf(
+                    cache=cache,
+                    n_word=counts.n_word,
+                    min_df=params.min_df,
+                    sublinear_tf=params.sublinear_tf,
+                ),
+            ),
+            ("classifier", _count_pipeline(counts=counts, params=params).named_steps["classifier"]),
+        ]
+    )
     search = GridSearchCV(
-        _count_pipeline(counts=counts, params=params),
+        pipeline,
         grid,
-        scoring=SELECTION_SCORERS,
+        scoring=_RecordingScorer(cache),
         refit=False,
         cv=folds,
         error_score="raise",
         n_jobs=params.n_jobs,
     )
+    row_numbers = np.arange(len(rows)).reshape(-1, 1)
+    y = np.asarray(labels, dtype=object)
     with warnings.catch_warnings(), parallel_config(backend="threading"):
         # Classes smaller than the number of folds are expected (they are kept on purpose).
         warnings.simplefilter("ignore", UserWarning)
-        search.fit(counts.matrix[list(rows)], np.asarray(labels, dtype=object))
+        search.fit(row_numbers, y)
     results = search.cv_results_
     candidates = []
     for i, candidate in enumerate(results["params"]):
@@ -700,7 +820,17 @@ def select(
             }
         )
     best = max(candidates, key=lambda c: (c["objective_mean"], -c["C"], -c["class_weight_power"]))
-    return {
+    # The chosen candidate's fold models scored their test rows: those are the out-of-fold
+    # decision scores (what `_oof_scores` of the chosen configuration computes, without
+    # fitting it again). A class absent from a fold's training rows scores -inf there.
+    classes, encoded = np.unique(y, return_inverse=True)
+    scores = np.full((len(rows), classes.size), -np.inf)
+    for _, test in folds.split(row_numbers, y):
+        fold_classes, fold_scores = cache.scores[
+            (float(best["C"]), float(best["class_weight_power"]), _rows_key(test))
+        ]
+        scores[np.ix_(test, np.searchsorted(classes, fold_classes))] = fold_scores
+    record = {
         "objective": SELECTION_OBJECTIVE,
         "cv_folds": folds.get_n_splits(),
         "n_rows": len(rows),
@@ -712,6 +842,7 @@ def select(
         "chosen": {"class_weight_power": best["class_weight_power"], "C": best["C"]},
         "chosen_objective": best["objective_mean"],
     }
+    return record, (classes, encoded, scores)
 
 
 def _oof_scores(
@@ -895,15 +1026,10 @@ def train_and_evaluate(
     train_labels = [labels[i] for i in train_idx]
     test_labels = [labels[i] for i in test_idx]
 
-    selection = select(counts=counts, rows=train_rows, labels=train_labels, params=params)
-    chosen = _configured(params, selection["chosen"])
-    classes, encoded, scores = _oof_scores(
-        pipeline=_count_pipeline(counts=counts, params=chosen),
-        X=counts.matrix[train_rows],
-        labels=train_labels,
-        folds=_folds(labels=train_labels, params=params),
-        n_jobs=params.n_jobs,
+    selection, (classes, encoded, scores) = _select(
+        counts=counts, rows=train_rows, labels=train_labels, params=params
     )
+    chosen = _configured(params, selection["chosen"])
     confidence = _fit_confidence(scores, encoded)
     selection["temperature"] = round(confidence["temperature"], 6)
     selection["confidence"] = {
