@@ -18,7 +18,9 @@ so a configuration must answer most tickets right and not give up the rare class
 The TF-IDF is fitted inside each fold (no leakage) but tokenising happens once: the texts are
 counted once (`TextCounts`), and each fold's TF-IDF keeps the n-grams its training rows contain
 and computes IDF from them (`FoldTfidf`), which is what fitting a TfidfVectorizer on those rows
-gives. The grid therefore costs SVM fits, not re-tokenising.
+gives. Each fold's TF-IDF is fitted and applied once for all candidates (`_CachedFoldTfidf`),
+and the chosen candidate's fold models give the out-of-fold scores (`_RecordingScorer`): the
+grid therefore costs one SVM fit per candidate and fold, nothing more.
 
 Calibration: fitted on the chosen configuration's out-of-fold decision scores. The top
 label's confidence is sigmoid(a * margin + b) of the margin between the two largest scores
