@@ -241,6 +241,44 @@ def test_serialize_round_trip_predicts_identically(result: training.TrainingResu
     )
 
 
+def test_artifact_keeps_every_term_of_the_vocabulary_and_plain_vectorizers_still_load(
+    result: training.TrainingResult,
+) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    loaded = training.deserialize(data=training.serialize(pipeline=result.pipeline))
+    for (_, stored), (_, original) in zip(
+        loaded.named_steps["features"].transformer_list,
+        result.pipeline.named_steps["features"].transformer_list,
+        strict=True,
+    ):
+        assert isinstance(stored, training.TermsTfidfVectorizer)
+        assert stored.vocabulary_ == original.vocabulary_
+        # Saving leaves the pipeline that was saved whole (the worker goes on serving it).
+        assert original.get_feature_names_out().size == len(stored.vocabulary_) > 0
+        assert np.array_equal(stored.idf_, original.idf_)
+    # Artifacts written before kept plain TfidfVectorizers (vocabulary as a dict): still loaded.
+    plain = [
+        (name, TfidfVectorizer(**vectorizer.get_params()))
+        for name, vectorizer in result.pipeline.named_steps["features"].transformer_list
+    ]
+    for (_, vectorizer), (_, original) in zip(
+        plain, result.pipeline.named_steps["features"].transformer_list, strict=True
+    ):
+        vectorizer.vocabulary_, vectorizer.idf_ = original.vocabulary_, original.idf_
+    older = Pipeline(
+        [
+            ("features", FeatureUnion(plain)),
+            ("classifier", result.pipeline.named_steps["classifier"]),
+        ]
+    )
+    reloaded = training.deserialize(data=training.serialize(pipeline=older))
+    assert np.array_equal(
+        reloaded.predict_proba(result.test_texts), result.pipeline.predict_proba(result.test_texts)
+    )
+
+
 class _Touch:
     """Unpickling this creates a file: proof that a pickle was executed."""
 
