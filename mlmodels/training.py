@@ -318,7 +318,7 @@ class TextCounts:
         ):
             kept_mask, idf = block
             terms = counter.get_feature_names_out()[kept_mask]
-            vectorizer = TermsTfidfVectorizer(
+            vectorizer = TfidfVectorizer(
                 analyzer=counter.analyzer,
                 ngram_range=counter.ngram_range,
                 sublinear_tf=self.params.sublinear_tf,
@@ -334,9 +334,11 @@ class TextCounts:
 class TermsTfidfVectorizer(TfidfVectorizer):
     """A TfidfVectorizer whose artifact keeps the vocabulary as one array of terms.
 
-    Transforms exactly as TfidfVectorizer does. skops writes a dict entry by entry (a node per
-    term: ~120,000 on the shared data set, seconds to save and to load); an array of terms in
-    column order is one .npy file in the artifact, rebuilt into the dict on load.
+    Only inside artifacts: `serialize` writes the pipeline's vectorizers as these and
+    `deserialize` gives plain TfidfVectorizers back (same parameters, vocabulary and IDF).
+    skops writes a dict entry by entry (a node per term: ~120,000 on the shared data set,
+    seconds to save and to load); an array of terms in column order is one .npy file in the
+    artifact, rebuilt into the dict on load.
     """
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1293,7 +1295,40 @@ def predict(*, pipeline: Pipeline, texts: Sequence[str]) -> list[Prediction]:
 
 def serialize(*, pipeline: Pipeline) -> bytes:
     """Skops bytes of a fitted pipeline (deflate-compressed: the vocabulary dominates)."""
-    return sio.dumps(pipeline, compression=zipfile.ZIP_DEFLATED)
+    artifact = _with_vectorizers(pipeline, kind=TermsTfidfVectorizer)
+    return sio.dumps(artifact, compression=zipfile.ZIP_DEFLATED)
+
+
+def _with_vectorizers(pipeline: Pipeline, *, kind: type[TfidfVectorizer]) -> Pipeline:
+    """`pipeline` with each fitted TF-IDF vectorizer of its features rebuilt as a `kind`.
+
+    Artifacts hold `TermsTfidfVectorizer`s (compact); loaded and trained pipelines hold plain
+    TfidfVectorizers (what serving expects). Same parameters, vocabulary and IDF either way.
+    """
+    features = pipeline.named_steps.get("features") if isinstance(pipeline, Pipeline) else None
+    if not isinstance(features, FeatureUnion):
+        return pipeline
+    vectorizers = []
+    for name, vectorizer in features.transformer_list:
+        if (
+            isinstance(vectorizer, TfidfVectorizer)
+            and type(vectorizer) is not kind
+            and vectorizer.use_idf
+            and hasattr(vectorizer, "vocabulary_")
+        ):
+            rebuilt = kind(**vectorizer.get_params())
+            rebuilt.vocabulary_ = vectorizer.vocabulary_
+            rebuilt.idf_ = vectorizer.idf_
+            vectorizer = rebuilt
+        vectorizers.append((name, vectorizer))
+    union = FeatureUnion(
+        vectorizers,
+        **{k: v for k, v in features.get_params(deep=False).items() if k != "transformer_list"},
+    )
+    return Pipeline(
+        [(name, union if name == "features" else step) for name, step in pipeline.steps],
+        **{k: v for k, v in pipeline.get_params(deep=False).items() if k != "steps"},
+    )
 
 
 def deserialize(*, data: bytes) -> Pipeline:
@@ -1320,7 +1355,7 @@ def deserialize(*, data: bytes) -> Pipeline:
         raise UntrustedArtifactError(
             f"refusing model artifact: expected a Pipeline, got {type(loaded).__name__}"
         )
-    return loaded
+    return _with_vectorizers(loaded, kind=TfidfVectorizer)
 
 
 def sha256(data: bytes) -> str:
