@@ -10,8 +10,9 @@ shipped copy of the shared file imported through `tickets_import_csv` (category 
 2. the same `model_train` against the training #19 replaced (one fixed configuration: C=1
    balanced LinearSVC in a 5-fold temperature-calibrated ensemble on the 80 % split, then
    predicting the 20 %): #19 allows at most 2x;
-3. the grid search alone (`training.select` on the training split, TF-IDF per fold from
-   n-gram counts made once) against one fit of the chosen configuration on that split.
+3. the grid search alone (`training.select` on the training split, n-gram counts made once,
+   each fold's TF-IDF fitted once for all candidates) against one fit of the chosen
+   configuration on that split.
 
     python -m bench bench_training      # or: make bench (every benchmark)
 
@@ -136,7 +137,8 @@ def _measure(organization: Any) -> list[dict[str, Any]]:
             "note": (
                 f"model_train (category, {len(texts)} labelled tickets: read, split, "
                 f"{n_candidates}-candidate grid by {selection['cv_folds']}-fold CV, OOF "
-                "temperature, hold-out fit and evaluation, refit on all, serialize, store, gate) "
+                "temperature from the grid's fold models, hold-out fit and evaluation, refit "
+                "on all, serialize, store, gate) "
                 f"vs training.fit + serialize of the configuration it chose ({chosen}) on all "
                 f"{len(kept)} tickets of kept classes; {where}"
             ),
@@ -162,7 +164,8 @@ def _measure(organization: Any) -> list[dict[str, Any]]:
             "note": (
                 f"training.select: GridSearchCV over {n_candidates} candidates x "
                 f"{selection['cv_folds']} folds on the {len(rows)}-ticket training split "
-                "(per-fold TF-IDF from n-gram counts made once) vs one fit of the chosen "
+                "(n-gram counts made once, each fold's TF-IDF fitted once for all candidates) "
+                "vs one fit of the chosen "
                 "configuration on the same split: the grid's cost in whole fits; "
                 f"{where}"
             ),

@@ -18,7 +18,9 @@ so a configuration must answer most tickets right and not give up the rare class
 The TF-IDF is fitted inside each fold (no leakage) but tokenising happens once: the texts are
 counted once (`TextCounts`), and each fold's TF-IDF keeps the n-grams its training rows contain
 and computes IDF from them (`FoldTfidf`), which is what fitting a TfidfVectorizer on those rows
-gives. The grid therefore costs SVM fits, not re-tokenising.
+gives. Each fold's TF-IDF is fitted and applied once for all candidates (`_CachedFoldTfidf`),
+and the chosen candidate's fold models give the out-of-fold scores (`_RecordingScorer`): the
+grid therefore costs one SVM fit per candidate and fold, nothing more.
 
 Calibration: fitted on the chosen configuration's out-of-fold decision scores. The top
 label's confidence is sigmoid(a * margin + b) of the margin between the two largest scores
@@ -76,6 +78,7 @@ __all__ = [
     "Prediction",
     "Readiness",
     "TemperatureLinearSVC",
+    "TermsTfidfVectorizer",
     "TextCounts",
     "TrainingParams",
     "TrainingResult",
@@ -101,12 +104,14 @@ TOP_TERMS = 5
 SELECTION_OBJECTIVE = "mean of accuracy and macro-F1 (stratified k-fold CV on the training split)"
 
 # skops loads every scikit-learn estimator it knows without being told; these are the only
-# other types our pipelines contain: the temperature-scaled SVM, and the private per-fold
+# other types our pipelines contain: the temperature-scaled SVM, the vectorizer that stores its
+# vocabulary as an array, and the private per-fold
 # calibration wrappers of versions trained before model selection. Anything else in an
 # artifact was not written by `serialize` and is refused.
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
         "mlmodels.training.TemperatureLinearSVC",
+        "mlmodels.training.TermsTfidfVectorizer",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._TemperatureScaling",
         "sklearn.calibration._SigmoidCalibration",
@@ -229,6 +234,53 @@ def compose_text(*, title: str | None, body: str | None) -> str:
 # ------------------------------------------------------------------------------
 
 
+def _char_wb_counts(texts: Sequence[str], ngram_range: tuple[int, int]) -> tuple[dict, Any]:
+    """(vocabulary, counts) equal to `CountVectorizer(analyzer="char_wb")` fit_transform's.
+
+    Same n-grams, vocabulary, matrix (entries in the same order, so everything computed from
+    it is bitwise the same) for the default lowercase, no accent stripping. A char_wb n-gram
+    never spans two words, so each distinct word is cut into n-grams once (tickets repeat their
+    words) instead of once per occurrence: tokenising the shared file takes a quarter of the
+    time. The order n-grams first appear in is scikit-learn's, which fixes the entry order.
+    """
+    min_n, max_n = ngram_range
+    vocabulary: dict[str, int] = {}
+    by_word: dict[str, list[int]] = {}
+    indices: list[int] = []
+    indptr = [0]
+    for text in texts:
+        for word in text.lower().split():
+            ids = by_word.get(word)
+            if ids is None:
+                padded = f" {word} "
+                grams = []
+                for n in range(min_n, max_n + 1):
+                    # As `_char_wb_ngrams`: a word shorter than n gives itself, once.
+                    grams.extend(padded[i : i + n] for i in range(max(1, len(padded) - n + 1)))
+                    if len(padded) <= n:
+                        break
+                ids = by_word[word] = [vocabulary.setdefault(g, len(vocabulary)) for g in grams]
+            indices.extend(ids)
+        indptr.append(len(indices))
+    dtype = np.int32 if len(indices) <= np.iinfo(np.int32).max else np.int64
+    matrix = sparse.csr_matrix(
+        (
+            np.ones(len(indices), dtype=np.float64),
+            np.asarray(indices, dtype=dtype),
+            np.asarray(indptr, dtype=dtype),
+        ),
+        shape=(len(indptr) - 1, len(vocabulary)),
+    )
+    # Sorts each row by first appearance and sums repeats, as `_count_vocab` does; then the
+    # columns are renumbered in sorted-term order, as `_sort_features` does.
+    matrix.sum_duplicates()
+    terms = sorted(vocabulary)
+    new_index = np.empty(len(terms), dtype=matrix.indices.dtype)
+    new_index[[vocabulary[term] for term in terms]] = np.arange(len(terms))
+    matrix.indices = new_index.take(matrix.indices)
+    return {term: i for i, term in enumerate(terms)}, matrix
+
+
 class TextCounts:
     """Word and char_wb n-gram counts of a set of texts, tokenised once.
 
@@ -248,7 +300,7 @@ class TextCounts:
         )
         cleaned = [text or "" for text in texts]
         word = self.word.fit_transform(cleaned)
-        char = self.char.fit_transform(cleaned)
+        self.char.vocabulary_, char = _char_wb_counts(cleaned, self.char.ngram_range)
         self.n_word = word.shape[1]
         self.matrix = sparse.hstack([word, char], format="csr")
 
@@ -277,6 +329,39 @@ class TextCounts:
             vectorizer.idf_ = idf
             vectorizers.append((name, vectorizer))
         return FeatureUnion(vectorizers)
+
+
+class TermsTfidfVectorizer(TfidfVectorizer):
+    """A TfidfVectorizer whose artifact keeps the vocabulary as one array of terms.
+
+    Only inside artifacts: `serialize` writes the pipeline's vectorizers as these and
+    `deserialize` gives plain TfidfVectorizers back (same parameters, vocabulary and IDF).
+    skops writes a dict entry by entry (a node per term: ~120,000 on the shared data set,
+    seconds to save and to load); an array of terms in column order is one .npy file in the
+    artifact, rebuilt into the dict on load.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        # object.__getstate__ may hand back the live __dict__: never edit that one.
+        state = dict(super().__getstate__())
+        vocabulary = state.get("vocabulary_")
+        if vocabulary is None:
+            return state
+        terms = [""] * len(vocabulary)
+        for term, column in vocabulary.items():
+            terms[column] = term
+        # NumPy strings drop trailing NULs: such a term (never from a database text) stays a dict.
+        if not any(term.endswith("\x00") for term in terms):
+            del state["vocabulary_"]
+            state["terms_"] = np.array(terms, dtype=str)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        terms = state.pop("terms_", None)
+        super().__setstate__(state)
+        if terms is not None:
+            self.vocabulary_ = {str(term): column for column, term in enumerate(terms.tolist())}
 
 
 class FoldTfidf(TransformerMixin, BaseEstimator):
@@ -332,6 +417,70 @@ class FoldTfidf(TransformerMixin, BaseEstimator):
             [self._transform_block(word, self.word_), self._transform_block(char, self.char_)],
             format="csr",
         )
+
+
+class _FoldCache:
+    """What the grid's candidates share within one `select`: the rows' counts, each fold's
+    fitted TF-IDF and transformed matrices, and every candidate's fold decision scores.
+
+    `clone` (GridSearchCV clones the pipeline per candidate and fold) deep-copies parameters
+    that are not estimators; this one is shared instead, which is the point of it.
+    """
+
+    def __init__(self, matrix: Any) -> None:
+        self.matrix = sparse.csr_matrix(matrix)
+        self.fitted: dict[bytes, tuple[Any, Any]] = {}
+        self.transformed: dict[tuple[bytes, bytes], Any] = {}
+        # (C, class-weight power, test rows) -> (the fold model's classes, its decision scores)
+        self.scores: dict[tuple[float, float, bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FoldCache:
+        return self
+
+
+def _rows_key(X: Any) -> bytes:
+    return np.ascontiguousarray(np.asarray(X, dtype=np.int64).ravel()).tobytes()
+
+
+class _CachedFoldTfidf(FoldTfidf):
+    """`FoldTfidf` over row numbers of `cache.matrix`, fitted and applied once per fold.
+
+    The grid fits 9 candidates on the same 3 folds: the first candidate on a fold fits its
+    TF-IDF on that fold's training rows (IDF and n-grams from those rows only, no leakage) and
+    transforms its training and test rows; the other candidates reuse those matrices.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: _FoldCache | None = None,
+        n_word: int = 0,
+        min_df: int = 1,
+        sublinear_tf: bool = True,
+    ) -> None:
+        super().__init__(n_word=n_word, min_df=min_df, sublinear_tf=sublinear_tf)
+        self.cache = cache
+
+    def _rows(self, X: Any) -> Any:
+        return self.cache.matrix[np.asarray(X, dtype=np.int64).ravel()]
+
+    def fit(self, X: Any, y: Any = None) -> _CachedFoldTfidf:
+        self.key_ = _rows_key(X)
+        fitted = self.cache.fitted.get(self.key_)
+        if fitted is None:
+            super().fit(self._rows(X))
+            self.cache.fitted[self.key_] = (self.word_, self.char_)
+        else:
+            self.word_, self.char_ = fitted
+        return self
+
+    def transform(self, X: Any) -> Any:
+        key = (self.key_, _rows_key(X))
+        matrix = self.cache.transformed.get(key)
+        if matrix is None:
+            matrix = super().transform(self._rows(X))
+            self.cache.transformed[key] = matrix
+        return matrix
 
 
 # ------------------------------------------------------------------------------
@@ -626,14 +775,40 @@ def _objective(y_true: Any, y_pred: Any) -> float:
     return (float(accuracy_score(y_true, y_pred)) + _macro_f1(y_true, y_pred)) / 2
 
 
-# Scorers made by `make_scorer` share one `predict` per candidate and fold (scikit-learn
-# caches the response when several scorers need it); plain callables would predict 3 times.
+# For `fit`/callers that score a fitted pipeline the usual way (one shared `predict`).
 selection_score = make_scorer(_objective)
 SELECTION_SCORERS = {
     "objective": selection_score,
     "accuracy": make_scorer(accuracy_score),
     "macro_f1": make_scorer(_macro_f1),
 }
+
+
+class _RecordingScorer:
+    """The grid's scorer: objective, accuracy and macro-F1 from one `decision_function`.
+
+    The predicted label is the largest decision score (what `predict` returns), so the
+    figures equal `SELECTION_SCORERS`'. The scores are kept in the cache: the chosen
+    candidate's fold models are the out-of-fold models calibration needs, not fitted again.
+    """
+
+    def __init__(self, cache: _FoldCache) -> None:
+        self.cache = cache
+
+    def __call__(self, estimator: Pipeline, X: Any, y: Any) -> dict[str, float]:
+        classifier = estimator.named_steps["classifier"]
+        scores = classifier.decision_function(estimator.named_steps["features"].transform(X))
+        self.cache.scores[
+            (float(classifier.C), float(classifier.class_weight_power), _rows_key(X))
+        ] = (classifier.classes_, scores)
+        predicted = classifier.classes_[scores.argmax(axis=1)]
+        accuracy = float(accuracy_score(y, predicted))
+        macro_f1 = _macro_f1(y, predicted)
+        return {
+            "objective": (accuracy + macro_f1) / 2,
+            "accuracy": accuracy,
+            "macro_f1": macro_f1,
+        }
 
 
 def _count_pipeline(*, counts: TextCounts, params: TrainingParams) -> Pipeline:
@@ -670,24 +845,54 @@ def select(
     of the objective, accuracy and macro-F1 over the folds, and the chosen configuration
     (the best objective; ties go to the smaller C, then the smaller power, i.e. the simpler).
     """
+    record, _ = _select(counts=counts, rows=rows, labels=labels, params=params)
+    return record
+
+
+def _select(
+    *, counts: TextCounts, rows: Sequence[int], labels: Sequence[str], params: TrainingParams
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`select`'s record, and the chosen configuration's out-of-fold scores (see `_oof_scores`).
+
+    The pipeline the grid searches reads row numbers: its first step (`_CachedFoldTfidf`)
+    fits each fold's TF-IDF once for all candidates, and the scorer keeps every fold model's
+    decision scores, so the grid costs one SVM fit per candidate and fold and nothing more.
+    """
     grid = {
         "classifier__class_weight_power": list(params.grid_class_weight_power),
         "classifier__C": list(params.grid_C),
     }
     folds = _folds(labels=labels, params=params)
+    cache = _FoldCache(counts.matrix[list(rows)])
+    pipeline = Pipeline(
+        [
+            (
+                "features",
+                _CachedFoldTfidf(
+                    cache=cache,
+                    n_word=counts.n_word,
+                    min_df=params.min_df,
+                    sublinear_tf=params.sublinear_tf,
+                ),
+            ),
+            ("classifier", _count_pipeline(counts=counts, params=params).named_steps["classifier"]),
+        ]
+    )
     search = GridSearchCV(
-        _count_pipeline(counts=counts, params=params),
+        pipeline,
         grid,
-        scoring=SELECTION_SCORERS,
+        scoring=_RecordingScorer(cache),
         refit=False,
         cv=folds,
         error_score="raise",
         n_jobs=params.n_jobs,
     )
+    row_numbers = np.arange(len(rows)).reshape(-1, 1)
+    y = np.asarray(labels, dtype=object)
     with warnings.catch_warnings(), parallel_config(backend="threading"):
         # Classes smaller than the number of folds are expected (they are kept on purpose).
         warnings.simplefilter("ignore", UserWarning)
-        search.fit(counts.matrix[list(rows)], np.asarray(labels, dtype=object))
+        search.fit(row_numbers, y)
     results = search.cv_results_
     candidates = []
     for i, candidate in enumerate(results["params"]):
@@ -704,7 +909,17 @@ def select(
             }
         )
     best = max(candidates, key=lambda c: (c["objective_mean"], -c["C"], -c["class_weight_power"]))
-    return {
+    # The chosen candidate's fold models scored their test rows: those are the out-of-fold
+    # decision scores (what `_oof_scores` of the chosen configuration computes, without
+    # fitting it again). A class absent from a fold's training rows scores -inf there.
+    classes, encoded = np.unique(y, return_inverse=True)
+    scores = np.full((len(rows), classes.size), -np.inf)
+    for _, test in folds.split(row_numbers, y):
+        fold_classes, fold_scores = cache.scores[
+            (float(best["C"]), float(best["class_weight_power"]), _rows_key(test))
+        ]
+        scores[np.ix_(test, np.searchsorted(classes, fold_classes))] = fold_scores
+    record = {
         "objective": SELECTION_OBJECTIVE,
         "cv_folds": folds.get_n_splits(),
         "n_rows": len(rows),
@@ -716,6 +931,7 @@ def select(
         "chosen": {"class_weight_power": best["class_weight_power"], "C": best["C"]},
         "chosen_objective": best["objective_mean"],
     }
+    return record, (classes, encoded, scores)
 
 
 def _oof_scores(
@@ -899,15 +1115,10 @@ def train_and_evaluate(
     train_labels = [labels[i] for i in train_idx]
     test_labels = [labels[i] for i in test_idx]
 
-    selection = select(counts=counts, rows=train_rows, labels=train_labels, params=params)
-    chosen = _configured(params, selection["chosen"])
-    classes, encoded, scores = _oof_scores(
-        pipeline=_count_pipeline(counts=counts, params=chosen),
-        X=counts.matrix[train_rows],
-        labels=train_labels,
-        folds=_folds(labels=train_labels, params=params),
-        n_jobs=params.n_jobs,
+    selection, (classes, encoded, scores) = _select(
+        counts=counts, rows=train_rows, labels=train_labels, params=params
     )
+    chosen = _configured(params, selection["chosen"])
     confidence = _fit_confidence(scores, encoded)
     selection["temperature"] = round(confidence["temperature"], 6)
     selection["confidence"] = {
@@ -1088,7 +1299,40 @@ def predict(*, pipeline: Pipeline, texts: Sequence[str]) -> list[Prediction]:
 
 def serialize(*, pipeline: Pipeline) -> bytes:
     """Skops bytes of a fitted pipeline (deflate-compressed: the vocabulary dominates)."""
-    return sio.dumps(pipeline, compression=zipfile.ZIP_DEFLATED)
+    artifact = _with_vectorizers(pipeline, kind=TermsTfidfVectorizer)
+    return sio.dumps(artifact, compression=zipfile.ZIP_DEFLATED)
+
+
+def _with_vectorizers(pipeline: Pipeline, *, kind: type[TfidfVectorizer]) -> Pipeline:
+    """`pipeline` with each fitted TF-IDF vectorizer of its features rebuilt as a `kind`.
+
+    Artifacts hold `TermsTfidfVectorizer`s (compact); loaded and trained pipelines hold plain
+    TfidfVectorizers (what serving expects). Same parameters, vocabulary and IDF either way.
+    """
+    features = pipeline.named_steps.get("features") if isinstance(pipeline, Pipeline) else None
+    if not isinstance(features, FeatureUnion):
+        return pipeline
+    vectorizers = []
+    for name, vectorizer in features.transformer_list:
+        if (
+            isinstance(vectorizer, TfidfVectorizer)
+            and type(vectorizer) is not kind
+            and vectorizer.use_idf
+            and hasattr(vectorizer, "vocabulary_")
+        ):
+            rebuilt = kind(**vectorizer.get_params())
+            rebuilt.vocabulary_ = vectorizer.vocabulary_
+            rebuilt.idf_ = vectorizer.idf_
+            vectorizer = rebuilt
+        vectorizers.append((name, vectorizer))
+    union = FeatureUnion(
+        vectorizers,
+        **{k: v for k, v in features.get_params(deep=False).items() if k != "transformer_list"},
+    )
+    return Pipeline(
+        [(name, union if name == "features" else step) for name, step in pipeline.steps],
+        **{k: v for k, v in pipeline.get_params(deep=False).items() if k != "steps"},
+    )
 
 
 def deserialize(*, data: bytes) -> Pipeline:
@@ -1115,7 +1359,7 @@ def deserialize(*, data: bytes) -> Pipeline:
         raise UntrustedArtifactError(
             f"refusing model artifact: expected a Pipeline, got {type(loaded).__name__}"
         )
-    return loaded
+    return _with_vectorizers(loaded, kind=TfidfVectorizer)
 
 
 def sha256(data: bytes) -> str:

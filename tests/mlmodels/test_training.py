@@ -241,6 +241,48 @@ def test_serialize_round_trip_predicts_identically(result: training.TrainingResu
     )
 
 
+def test_artifact_keeps_every_term_of_the_vocabulary_and_plain_vectorizers_still_load(
+    result: training.TrainingResult,
+) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    data = training.serialize(pipeline=result.pipeline)
+    # The artifact holds the compact vectorizers; loading gives the plain ones serving expects.
+    assert "mlmodels.training.TermsTfidfVectorizer" in sio.get_untrusted_types(data=data)
+    loaded = training.deserialize(data=data)
+    for (_, stored), (_, original) in zip(
+        loaded.named_steps["features"].transformer_list,
+        result.pipeline.named_steps["features"].transformer_list,
+        strict=True,
+    ):
+        assert type(stored) is TfidfVectorizer
+        assert type(original) is TfidfVectorizer
+        assert stored.vocabulary_ == original.vocabulary_
+        # Saving leaves the pipeline that was saved whole (the worker goes on serving it).
+        assert original.get_feature_names_out().size == len(stored.vocabulary_) > 0
+        assert np.array_equal(stored.idf_, original.idf_)
+    # Artifacts written before kept plain TfidfVectorizers (vocabulary as a dict): still loaded.
+    plain = [
+        (name, TfidfVectorizer(**vectorizer.get_params()))
+        for name, vectorizer in result.pipeline.named_steps["features"].transformer_list
+    ]
+    for (_, vectorizer), (_, original) in zip(
+        plain, result.pipeline.named_steps["features"].transformer_list, strict=True
+    ):
+        vectorizer.vocabulary_, vectorizer.idf_ = original.vocabulary_, original.idf_
+    older = Pipeline(
+        [
+            ("features", FeatureUnion(plain)),
+            ("classifier", result.pipeline.named_steps["classifier"]),
+        ]
+    )
+    reloaded = training.deserialize(data=sio.dumps(older))
+    assert np.array_equal(
+        reloaded.predict_proba(result.test_texts), result.pipeline.predict_proba(result.test_texts)
+    )
+
+
 class _Touch:
     """Unpickling this creates a file: proof that a pickle was executed."""
 
@@ -305,6 +347,70 @@ def test_fold_tfidf_equals_tfidf_vectorizers_fitted_on_the_same_rows(
         # Unseen n-grams of the other rows are dropped, as the vectorizer drops them.
         assert abs(fold.transform(counts.matrix[200:]) - expected).max() < 1e-12
         assert abs(counts.text_features(fold).transform(texts[200:]) - expected).max() < 1e-12
+
+
+def test_text_counts_are_scikit_learns_counts_on_awkward_texts(
+    tickets: tuple[list[str], list[str]],
+) -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    texts = [
+        *tickets[0][:200],
+        "",
+        "I",
+        "a b",
+        "ÉCRAN  noir\tsur\nle Poste\u00a0n°3 — SAP/ERP",
+        "VPN vpn VPN-vpn",
+        "x" * 40,
+    ]
+    counts = training.TextCounts(texts=texts, params=PARAMS)
+    reference = CountVectorizer(analyzer="char_wb", ngram_range=(2, 5), dtype=np.float64)
+    expected = reference.fit_transform(texts)
+    char = counts.matrix[:, counts.n_word :]
+    assert list(counts.char.get_feature_names_out()) == list(reference.get_feature_names_out())
+    # Same entries in the same order: every figure computed from them is bitwise the same.
+    assert np.array_equal(char.indptr, expected.indptr)
+    assert np.array_equal(char.indices, expected.indices)
+    assert np.array_equal(char.data, expected.data)
+
+
+def test_out_of_fold_scores_come_from_the_grid_and_equal_a_fresh_cross_validation() -> None:
+    # "mail" has 1 ticket: the fold that tests it never trained on it, which scores -inf there.
+    texts, labels = small_data({"vpn": 14, "printer": 12, "laptop": 10, "mail": 1})
+    counts = training.TextCounts(texts=texts, params=PARAMS)
+    rows = list(range(len(texts)))
+    record, (classes, encoded, scores) = training._select(
+        counts=counts, rows=rows, labels=labels, params=PARAMS
+    )
+    chosen = training._configured(PARAMS, record["chosen"])
+    expected = training._oof_scores(
+        pipeline=training._count_pipeline(counts=counts, params=chosen),
+        X=counts.matrix,
+        labels=labels,
+        folds=training._folds(labels=labels, params=PARAMS),
+        n_jobs=1,
+    )
+    assert list(classes) == list(expected[0])
+    assert np.array_equal(encoded, expected[1])
+    assert np.array_equal(scores, expected[2])
+    assert np.isinf(scores).any()
+    # The cached grid scores every candidate as a plain GridSearchCV over the counts does
+    # (TF-IDF refitted for every candidate and fold, scikit-learn's scorers).
+    from sklearn.model_selection import GridSearchCV
+
+    plain = GridSearchCV(
+        training._count_pipeline(counts=counts, params=PARAMS),
+        {"classifier__class_weight_power": [0.0, 0.5, 1.0], "classifier__C": [0.1, 0.3, 1.0]},
+        scoring=training.SELECTION_SCORERS,
+        refit=False,
+        cv=training._folds(labels=labels, params=PARAMS),
+    ).fit(counts.matrix, np.asarray(labels, dtype=object))
+    for i, candidate in enumerate(record["candidates"]):
+        assert candidate["C"] == plain.cv_results_["params"][i]["classifier__C"]
+        for name in ("objective", "accuracy", "macro_f1"):
+            assert candidate[f"{name}_mean"] == round(
+                float(plain.cv_results_[f"mean_test_{name}"][i]), 4
+            )
 
 
 def test_selection_records_the_grid_every_candidate_and_the_choice(
