@@ -174,109 +174,6 @@ def _bench_training(organization: Any) -> dict[str, Any]:
     }
 
 
-def _previous_training_seconds(texts: list[str], labels: list[str]) -> float:
-    """The training #19 replaced: fixed C=1 balanced SVM, 5-fold temperature ensemble, 80 %."""
-    import numpy as np
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion, Pipeline
-    from sklearn.svm import LinearSVC
-
-    from mlmodels import training
-
-    params = training.TrainingParams(min_class_examples=5)
-    train_texts, test_texts, train_labels, _ = training.split(
-        texts=texts, labels=labels, params=params
-    )
-    started = time.perf_counter()
-    features = FeatureUnion(
-        [
-            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float64)),
-            (
-                "char",
-                TfidfVectorizer(
-                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float64
-                ),
-            ),
-        ]
-    )
-    classifier = CalibratedClassifierCV(
-        LinearSVC(C=1.0, class_weight="balanced", random_state=0),
-        method="temperature",
-        cv=5,
-        ensemble=True,
-    )
-    pipeline = Pipeline([("features", features), ("classifier", classifier)])
-    pipeline.fit(train_texts, train_labels)
-    pipeline.predict_proba(test_texts)
-    return time.perf_counter() - started
-
-
-def _bench_selection(organization: Any) -> list[dict[str, Any]]:
-    """In-process: the new training vs the one it replaced, and the grid vs one fit."""
-    from mlmodels import services, training
-    from tickets.selectors import ticket_training_examples
-
-    examples = ticket_training_examples(organization=organization, target="category")
-    texts = [text for _, text, _ in examples]
-    labels = [label for _, _, label in examples]
-    params = services.default_params()
-    news, olds, grids, singles = [], [], [], []
-    for _ in range(TRAIN_REPEATS):
-        olds.append(_previous_training_seconds(texts, labels))
-        started = time.perf_counter()
-        result = training.train_and_evaluate(texts=texts, labels=labels, params=params)
-        news.append(time.perf_counter() - started)
-        # The grid alone vs one fit of the chosen configuration, on the same training split.
-        train_positions = [i for i in range(len(texts)) if i not in set(result.test_indices)]
-        train_positions = [i for i in train_positions if labels[i] in result.labels]
-        counts = training.TextCounts(texts=[texts[i] for i in train_positions], params=params)
-        rows = list(range(len(train_positions)))
-        train_labels = [labels[i] for i in train_positions]
-        started = time.perf_counter()
-        selection = training.select(counts=counts, rows=rows, labels=train_labels, params=params)
-        grids.append(time.perf_counter() - started)
-        chosen = training._configured(params, selection["chosen"])
-        started = time.perf_counter()
-        training._fit_rows(
-            counts=counts, rows=rows, labels=train_labels, params=chosen, temperature=1.0
-        )
-        singles.append(time.perf_counter() - started)
-    new, old = statistics.median(news), statistics.median(olds)
-    grid, single = statistics.median(grids), statistics.median(singles)
-    n_candidates = len(selection["candidates"])
-    return [
-        {
-            "name": "ml_training_vs_previous",
-            "value": round(new, 2),
-            "baseline": round(old, 2),
-            "ratio": round(new / old, 3),
-            "unit": "s",
-            "note": (
-                f"in-process training of category on {len(texts)} labelled tickets: count "
-                "n-grams once, 9-candidate grid by 3-fold CV, OOF temperature, hold-out fit, "
-                "refit on all; vs the training it replaced (TF-IDF + 5-fold temperature "
-                f"ensemble of C=1 balanced SVMs on the 80 % split, predict the 20 %); median of "
-                f"{TRAIN_REPEATS}; aim <= 2x"
-            ),
-        },
-        {
-            "name": "ml_selection_grid_cost",
-            "value": round(grid, 2),
-            "baseline": round(single, 2),
-            "ratio": round(grid / single, 3),
-            "unit": "s",
-            "note": (
-                f"GridSearchCV over {n_candidates} candidates x {selection['cv_folds']} folds on "
-                f"the {len(rows)}-ticket training split (per-fold TF-IDF from counts made once) "
-                "vs one fit of the chosen configuration on the same split (features + SVM); "
-                "the ratio is the grid's cost in fits of the whole split; median of "
-                f"{TRAIN_REPEATS}"
-            ),
-        },
-    ]
-
-
 def _bench_batch(organization: Any, ticket_ids: list[int]) -> dict[str, Any]:
     """Tickets/s through the batch task vs in-process pipeline.predict on the same texts."""
     from mlmodels import registry, selectors, services
@@ -521,7 +418,8 @@ def run() -> list[dict[str, Any]]:
             organization, _ = organization_get_or_create(slug="bench-ml")
             _dataset(organization)
             worker = manager.worker(worker_type="all", concurrency=1)
-            rows = [_bench_training(organization), *_bench_selection(organization)]
+            # The grid's cost and training against the pre-#19 one: bench/bench_training.py.
+            rows = [_bench_training(organization)]
             # Serve both targets, as a real organization does.
             services.model_train(organization=organization, target="priority")
             fresh = [
