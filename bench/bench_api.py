@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from bench.common import ROOT, setup_django
+from bench.common import ROOT, setup_django, teardown_django
 
 TICKETS = 2000
 THREADS = 8
@@ -204,10 +204,7 @@ def run() -> list[dict[str, Any]]:
                     server.kill()
                     server.wait()
         finally:
-            if database == "postgresql":
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     equal = "equal" if counts[10] == counts[100] else "NOT equal (grows with the page)"
     return [
         {

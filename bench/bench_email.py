@@ -27,7 +27,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from bench.common import setup_django
+from bench.common import setup_django, teardown_django
 
 MESSAGES = 2000
 REPEATS = 3
@@ -201,7 +201,6 @@ def run() -> list[dict[str, Any]]:
         database = _setup_django(Path(name))
         if database != "postgresql":
             return [{"name": "email_sync_throughput", "note": "skipped: needs PostgreSQL"}]
-        from django.db import connection
 
         server = DovecotServer(binary=binary)
         server.start()
@@ -215,10 +214,7 @@ def run() -> list[dict[str, Any]]:
                 values.append(_zenith_sync(server, username, password, i))
         finally:
             server.cleanup()
-            connection.close()
-            connection.creation.destroy_test_db(
-                connection.settings_dict["NAME"], verbosity=0, keepdb=False
-            )
+            teardown_django("postgresql")
     baseline, value = statistics.median(baselines), statistics.median(values)
     return [
         {

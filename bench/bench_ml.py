@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import setup_django
+from bench.common import setup_django, teardown_django
 
 TICKETS = 2000
 SINGLE_TASKS = 150
@@ -405,7 +405,6 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-ml-") as name:
         tmp = Path(name)
         database = _setup_django(tmp)
-        from django.db import connection
 
         from mlmodels import registry, services
         from tests.support.workers import ProcessManager
@@ -448,11 +447,7 @@ def run() -> list[dict[str, Any]]:
             manager.stop_all()
             registry.cache_clear()
             _purge()
-            if database == "postgresql":
-                connection.close()
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     return rows
 
 

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, database_url, production_env, setup_django, worker
+from bench.common import ROOT, database_url, production_env, setup_django, teardown_django, worker
 
 TRAINING = 400
 REFRESH_TASKS = 3
@@ -272,7 +272,6 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-priority-") as name:
         tmp = Path(name)
         database = setup_django(tmp, name="priority", keep_redis_broker=True)
-        from django.db import connection
 
         from mlmodels import registry
 
@@ -302,11 +301,7 @@ def run() -> list[dict[str, Any]]:
         finally:
             registry.cache_clear()
             _purge()
-            if database == "postgresql":
-                connection.close()
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     return _rows(results, database)
 
 

@@ -6,7 +6,8 @@
 One worker (scripts/start_celery_worker.py worker --worker-type general --concurrency 1)
 runs against a throwaway database (PostgreSQL when DATABASE_URL says so, else SQLite) and the
 Redis broker of CELERY_BROKER_URL. The publisher sends N no-op tasks one after the other and
-waits for each result (django-db result backend, polled every 2 ms) before sending the next.
+waits for each result (AsyncResult.get: the worker's Redis notice, the row in PostgreSQL
+through django-celery-results) before sending the next.
 The baseline is the floor under that: a request LPUSHed to Redis, BRPOPed by an echo thread
 on its own connection and LPUSHed back, BRPOPed by the sender. p50 and p99 of both.
 
@@ -24,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, database_url, setup_django, worker
+from bench.common import ROOT, database_url, setup_django, teardown_django, worker
 
 RESULT_POLL = 0.002
 
@@ -122,7 +123,6 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-roundtrip-") as name:
         tmp = Path(name)
         database = setup_django(tmp, name="roundtrip", keep_redis_broker=True)
-        from django.db import connection
 
         try:
             bare = _bare_redis(broker, count)
@@ -134,14 +134,10 @@ def run() -> list[dict[str, Any]]:
             ):
                 tasks = _task_roundtrips(count)
         finally:
-            if database == "postgresql":
-                connection.close()
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     note = (
-        f"noop publish -> SUCCESS seen by the publisher (django-db results polled every "
-        f"{RESULT_POLL * 1000:g} ms, 1 general worker, concurrency 1) vs bare Redis "
+        "noop publish -> SUCCESS seen by the publisher (AsyncResult.get: Redis notice, result "
+        "row in the database; 1 general worker, concurrency 1) vs bare Redis "
         f"LPUSH/BRPOP echo through a thread; {count} sequential round trips, {database}"
     )
     rows = []

@@ -28,7 +28,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from bench.common import setup_django
+from bench.common import setup_django, teardown_django
 
 MESSAGES = 3000
 PAGE_SIZE = 200
@@ -216,7 +216,6 @@ def _spread(values: list[float]) -> str:
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-slack-") as name:
         database = _setup_django(Path(name))
-        from django.db import connection
 
         try:
             rows = [
@@ -229,11 +228,7 @@ def run() -> list[dict[str, Any]]:
                 ),
             ]
         finally:
-            if database == "postgresql":
-                connection.close()
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     return rows
 
 

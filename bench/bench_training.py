@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import setup_django
+from bench.common import setup_django, teardown_django
 
 REPEATS = 2
 
@@ -176,7 +176,6 @@ def _measure(organization: Any) -> list[dict[str, Any]]:
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="zenith-bench-training-") as name:
         database = setup_django(Path(name), name="training")
-        from django.db import connection
 
         from mlmodels import registry
         from tickets.demo import DEMO_DATASET
@@ -195,11 +194,7 @@ def run() -> list[dict[str, Any]]:
                 row["note"] += f"; {database}"
         finally:
             registry.cache_clear()
-            if database == "postgresql":
-                connection.close()
-                connection.creation.destroy_test_db(
-                    connection.settings_dict["NAME"], verbosity=0, keepdb=False
-                )
+            teardown_django(database)
     return rows
 
 

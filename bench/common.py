@@ -18,6 +18,16 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def teardown_django(database: str) -> None:
+    """Drop the PostgreSQL database `setup_django` made (SQLite's goes with its temp folder)."""
+    if database != "postgresql":
+        return
+    from django.db import connection
+
+    connection.close()
+    connection.creation.destroy_test_db(connection.settings_dict["NAME"], verbosity=0, keepdb=False)
+
+
 def setup_django(tmp: Path, *, name: str, keep_redis_broker: bool = False) -> str:
     """Configure Django on a throwaway database, media folder and broker; returns the database.
 
