@@ -291,6 +291,19 @@ def _ingested_elsewhere(*, mailbox: Mailbox, uidvalidity: int, uid: int) -> bool
     return InboundEmail.objects.filter(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid).exists()
 
 
+def _save_unless_taken(row: InboundEmail) -> None:
+    """Save a ledger row; MailboxLeaseLost if another poll recorded that UID meanwhile."""
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError as exc:
+        if _ingested_elsewhere(mailbox=row.mailbox, uidvalidity=row.uidvalidity, uid=row.uid):
+            raise MailboxLeaseLost(
+                f"mailbox {row.mailbox_id}: UID {row.uid} taken by another poll"
+            ) from exc
+        raise
+
+
 def _reject(
     *,
     mailbox: Mailbox,
@@ -310,15 +323,7 @@ def _reject(
     )
     row = _new_row(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid, raw=raw, parsed=parsed)
     row.state, row.reason = InboundEmailState.REJECTED, reason[:2000]
-    try:
-        with transaction.atomic():
-            row.save()
-    except IntegrityError as exc:
-        if _ingested_elsewhere(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid):
-            raise MailboxLeaseLost(
-                f"mailbox {mailbox.pk}: UID {uid} taken by another poll"
-            ) from exc
-        raise
+    _save_unless_taken(row)
     return row
 
 
@@ -370,15 +375,7 @@ def email_record_too_large(
         size=size,
         limit=limit,
     )
-    try:
-        with transaction.atomic():
-            row.save()
-    except IntegrityError as exc:
-        if _ingested_elsewhere(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid):
-            raise MailboxLeaseLost(
-                f"mailbox {mailbox.pk}: UID {uid} taken by another poll"
-            ) from exc
-        raise
+    _save_unless_taken(row)
     return row
 
 

@@ -137,6 +137,8 @@ def slack_message_user_ids(messages: Iterable[dict[str, Any]]) -> set[str]:
     """User ids whose names the given messages need (authors of new or edited messages)."""
     ids = set()
     for message in messages:
+        if slack_message_malformed(message) is not None:
+            continue  # the ingest rejects it: no name to look up
         inner = message.get("message") if message.get("subtype") == "message_changed" else None
         author = (inner or message).get("user")
         if author:

@@ -167,9 +167,7 @@ def slack_channel_sync(
                 *page.messages,
                 *_thread_replies(channel=channel, client=client, messages=sound),
             ]
-            requesters = resolver.resolve(
-                slack_message_user_ids(m for m in messages if slack_message_malformed(m) is None)
-            )
+            requesters = resolver.resolve(slack_message_user_ids(messages))
             pass_newest = _ts_max(pass_newest, *(m["ts"] for m in sound))
             # Lost in a database crash, the page goes with its cursor and is read again.
             with atomic_async_commit():
