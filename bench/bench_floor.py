@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, BenchDatabase, production_env, worker
+from bench.common import ROOT, BenchDatabase, production_env, run_json, worker
 
 ZENITH_TASK = "taskops.tasks.noop"
 DRAIN_TIMEOUT = 600.0
@@ -211,17 +211,11 @@ class CpuMeter:
 
 
 def _publish(env: dict[str, str], path: str, mode: str, count: int, queue: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.bench_floor", "--publish", path, "--mode", mode]
-    output = subprocess.run(
-        [*command, "--count", str(count), "--queue", queue],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=DRAIN_TIMEOUT + 60,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    args = ["bench.bench_floor", "--publish", path, "--mode", mode, "--count", str(count)]
+    result: dict[str, Any] = run_json(
+        [*args, "--queue", queue], env=env, timeout=DRAIN_TIMEOUT + 60
+    )
+    return result
 
 
 # ------------------------------------------------------------------------------

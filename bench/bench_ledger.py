@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, BenchDatabase, production_env, worker
+from bench.common import ROOT, BenchDatabase, production_env, run_json, worker
 
 TASK = "taskops.tasks.noop"
 DRAIN_TIMEOUT = 600.0
@@ -50,16 +48,9 @@ def _redis_reachable(url: str) -> bool:
 
 
 def _publish_round(env: dict[str, str], tasks: int, queue: str) -> dict[str, float]:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.bench_ledger", "--publish", str(tasks), "--queue", queue],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=DRAIN_TIMEOUT + 60,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    args = ["bench.bench_ledger", "--publish", str(tasks), "--queue", queue]
+    result: dict[str, float] = run_json(args, env=env, timeout=DRAIN_TIMEOUT + 60)
+    return result
 
 
 def publish_and_wait(tasks: int, queue: str) -> dict[str, float]:

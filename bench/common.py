@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,20 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_json(args: list[str], *, env: Mapping[str, str], timeout: float) -> Any:
+    """Run `python -m args...` from the project root; the JSON of its last stdout line."""
+    output = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def teardown_django(database: str) -> None:
