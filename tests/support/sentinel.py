@@ -120,11 +120,7 @@ class SentinelCluster:
             self._spawn(node, self._node_config(node, None if node is primary else primary))
         for node in self.nodes:
             _wait(lambda n=node: n.client().ping(), 15, f"{node.name} did not answer")
-        _wait(
-            lambda: primary.client().info("replication")["connected_slaves"] == self.replicas,
-            30,
-            "the replicas did not connect",
-        )
+        _wait(lambda: self._replicas_in_sync(primary), 30, "replicas not in sync")
         self.watchers = [
             Node(name=f"sentinel-{i}", port=free_port(), directory=self.root / f"sentinel-{i}")
             for i in range(self.sentinels)
@@ -155,6 +151,16 @@ class SentinelCluster:
                 f"{watcher.name} did not see the whole set-up",
             )
         return self
+
+    def _replicas_in_sync(self, primary: Node) -> bool:
+        """Every replica connected and past its first full sync ("online", not "wait_bgsave")."""
+        info = primary.client().info("replication")
+        states = [
+            value.get("state")
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict)
+        ]
+        return len(states) == self.replicas and all(state == "online" for state in states)
 
     def _sentinel_view(self, watcher: Node) -> tuple[str, int, int]:
         """(primary address, other sentinels, replicas) as one sentinel sees them."""
