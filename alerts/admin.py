@@ -19,17 +19,39 @@ from tickets.admin_scoping import OrganizationScopedAdmin
 class AlertRuleForm(forms.ModelForm):
     """Checks a rule as the API does (pattern, window, destinations), naming each field."""
 
+    # Left empty, a new rule gets its kind's default, as over the API.
+    threshold = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=services.MAX_THRESHOLD,
+        help_text=f"{AlertRule._meta.get_field('threshold').help_text}. Empty: 1 failure or "
+        f"integration; {services.DEFAULT_ACCURACY_DROP_POINTS} points for model_accuracy",
+    )
+
     class Meta:
         model = AlertRule
         fields = ["organization", *services.RULE_FIELDS]
         help_texts = {"email_recipients": 'a JSON list, e.g. ["ops@example.com"]'}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance.pk:
+            self.initial.pop("threshold", None)
+
+    def rule_values(self) -> dict[str, Any]:
+        """The rule's fields as the services take them (an empty threshold left out)."""
+        cleaned = self.cleaned_data
+        values = {name: cleaned[name] for name in services.RULE_FIELDS if name in cleaned}
+        if values.get("threshold") is None:
+            values.pop("threshold", None)
+        return values
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         organization = cleaned.get("organization")
         if organization is None:
             return cleaned
-        values = {name: cleaned[name] for name in services.RULE_FIELDS if name in cleaned}
+        values = self.rule_values()
         rule = self.instance if self.instance.pk else None
         problems = services.alert_rule_problems(organization=organization, values=values, rule=rule)
         for name, message in problems.items():
@@ -65,7 +87,7 @@ class AlertRuleAdmin(OrganizationScopedAdmin, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: AlertRule, form: Any, change: bool) -> None:
         # The form already checked the rule as the services do.
-        data = {name: form.cleaned_data[name] for name in services.RULE_FIELDS}
+        data = form.rule_values()
         if change:
             services.alert_rule_update(rule=obj, data=data)
         else:

@@ -153,3 +153,42 @@ def test_admins_create_model_accuracy_rules_over_the_api_and_see_them_in_the_adm
     assert page.status_code == 200
     assert "Triage drifting" in page.content.decode()
     assert "Model live accuracy below offline" in page.content.decode()
+
+
+def test_the_admin_add_form_leaves_the_threshold_to_the_kind_unless_one_is_typed(
+    db, admin_client, organization
+):
+    def add(name: str, kind: str, threshold: str) -> Any:
+        return admin_client.post(
+            "/admin/alerts/alertrule/add/",
+            {
+                "organization": organization.pk,
+                "name": name,
+                "enabled": "on",
+                "kind": kind,
+                "task_pattern": "integrations.tasks.*" if kind == "task_failures" else "",
+                "integration": "any",
+                "threshold": threshold,
+                "window_minutes": 15,
+                "slack_channel": "",
+                "email_recipients": '["ops@acme.test"]',
+            },
+        )
+
+    form = admin_client.get("/admin/alerts/alertrule/add/").content.decode()
+    responses = [
+        add("Drift", "model_accuracy", ""),
+        add("Failures", "task_failures", ""),
+        add("Drift, strict", "model_accuracy", "5"),
+        add("Drift, nonsense", "model_accuracy", "0"),
+    ]
+
+    assert 'name="threshold" value=' not in form
+    assert [r.status_code for r in responses] == [302, 302, 302, 200]
+    assert "greater than or equal to 1" in responses[3].content.decode()
+    thresholds = dict(AlertRule.objects.values_list("name", "threshold"))
+    assert thresholds == {"Drift": 10, "Failures": 1, "Drift, strict": 5}
+    # Emptying it on an existing rule keeps the rule's value.
+    rule = AlertRule.objects.get(name="Drift, strict")
+    page = admin_client.get(f"/admin/alerts/alertrule/{rule.pk}/change/").content.decode()
+    assert 'name="threshold" value="5"' in page
