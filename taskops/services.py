@@ -84,12 +84,15 @@ def task_enqueue(
     queue: str | None = None,
     organization_id: int | None = None,
     retry_of: str = "",
+    record_now: bool = False,
 ) -> str:
     """Publish task `name` with JSON arguments once the current transaction commits; return its id.
 
     Tenant tasks pass `organization_id` in kwargs (or as `organization_id` here, sent as a
     header) so the ledger knows their organization. Outside a transaction the task is
     published at once, so a broker outage raises here. `queue` overrides the routing by name.
+    `record_now` writes the PENDING ledger row in the current transaction instead of at
+    publish time, for callers whose checks must see it before their locks are released.
     """
     task_id = str(uuid.uuid4())
     headers: dict[str, Any] = {TRIGGERED_BY_HEADER: triggered_by}
@@ -123,6 +126,16 @@ def task_enqueue(
                 )
             raise
 
+    if record_now:
+        routed = current_app.amqp.router.route(dict(options), name, args or (), kwargs)
+        ledger.task_published(
+            task_id=task_id,
+            name=name,
+            queue=getattr(routed.get("queue"), "name", "") or queue or "",
+            args=args,
+            kwargs=kwargs,
+            headers=headers,
+        )
     transaction.on_commit(send)
     return task_id
 
@@ -164,26 +177,31 @@ def task_retry(*, record: TaskRecord, user: Any | None) -> str:
     """
     if not task_name_is_registered(record.name):
         raise TaskNotRegistered(f"{record.name!r} is not a registered Zenith task")
-    if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
-        raise TaskStateConflict(
-            f"the task is {record.state}; only a FAILURE or REVOKED task can be retried"
+    with transaction.atomic():
+        # Two retries of one task (two operators, two bulk requests) queue one: the
+        # original's row is locked while the check runs and the retry's row is written.
+        record = TaskRecord.objects.select_for_update().get(pk=record.pk)
+        if record.state not in (TaskState.FAILURE, TaskState.REVOKED):
+            raise TaskStateConflict(
+                f"the task is {record.state}; only a FAILURE or REVOKED task can be retried"
+            )
+        pending = (
+            TaskRecord.objects.filter(retry_of=record.task_id, state__in=ACTIVE_STATES)
+            .values_list("task_id", flat=True)
+            .first()
         )
-    pending = (
-        TaskRecord.objects.filter(retry_of=record.task_id, state__in=ACTIVE_STATES)
-        .values_list("task_id", flat=True)
-        .first()
-    )
-    if pending:
-        raise TaskStateConflict(f"the task is already being retried as {pending}")
-    return task_enqueue(
-        name=record.name,
-        args=list(record.args or []),
-        kwargs=dict(record.kwargs or {}),
-        triggered_by=triggered_by_label(user),
-        queue=record.queue or None,
-        organization_id=record.organization_id,
-        retry_of=record.task_id,
-    )
+        if pending:
+            raise TaskStateConflict(f"the task is already being retried as {pending}")
+        return task_enqueue(
+            name=record.name,
+            args=list(record.args or []),
+            kwargs=dict(record.kwargs or {}),
+            triggered_by=triggered_by_label(user),
+            queue=record.queue or None,
+            organization_id=record.organization_id,
+            retry_of=record.task_id,
+            record_now=True,
+        )
 
 
 @dataclass

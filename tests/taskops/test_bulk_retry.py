@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection
 
 from taskops.models import TaskRecord, TaskState
 from taskops.services import BULK_RETRY_CAP
@@ -226,3 +229,48 @@ def test_retried_tasks_run_on_a_real_worker(
     assert response.status_code == 202
     for row in response.json()["retried"]:
         assert wait_for_state(row["task_id"], TaskState.SUCCESS).retry_of == row["retry_of"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_operators_retrying_the_same_failures_at_once_queue_each_task_once(
+    make_record, make_user, make_api_client, organization
+):
+    originals = [
+        make_record(
+            organization=organization,
+            name="taskops.tasks.noop",
+            state=TaskState.FAILURE,
+            kwargs={"organization_id": organization.pk, "n": n},
+        )
+        for n in range(25)
+    ]
+    task_ids = [original.task_id for original in originals]
+    clients = [
+        make_api_client(make_user(organization=organization, role=Role.OPERATOR)) for _ in range(2)
+    ]
+    start = threading.Barrier(len(clients))
+    answers: list[dict] = []
+
+    def operator(client) -> None:
+        try:
+            start.wait()
+            response = client.post(URL, {"task_ids": task_ids}, format="json")
+            assert response.status_code == 202
+            answers.append(response.json())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=operator, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(answers) == 2
+    # Each failure queued exactly once between the two calls; the other call says why not.
+    assert sum(len(answer["retried"]) for answer in answers) == len(originals)
+    for original in originals:
+        assert TaskRecord.objects.filter(retry_of=original.task_id).count() == 1
+    skipped = [row["reason"] for answer in answers for row in answer["skipped"]]
+    assert len(skipped) == len(originals)
+    assert all("already being retried" in reason for reason in skipped)
