@@ -30,6 +30,7 @@ from integrations.email.serializers import (
     OAuthStartOutputSerializer,
 )
 from integrations.models import InboundEmail, Mailbox
+from integrations.oauth_state import error_code
 from taskops.services import triggered_by_label
 from tickets.models import Role
 from tickets.permissions import require_role_of_members
@@ -132,6 +133,10 @@ def _oauth_redirect_uri(request: Request) -> str:
     )
 
 
+# Providers' authorization codes run to about 1-2 KB (Microsoft's are the longest).
+MAX_CODE_CHARS = 4096
+
+
 class MailboxOAuthCallbackView(APIView):
     """Where the provider sends the admin back: stores the grant of the mailbox that the
     (single-use, 10-minute) state names, if this same user started it."""
@@ -149,10 +154,16 @@ class MailboxOAuthCallbackView(APIView):
         if not state:
             raise serializers.ValidationError({"state": ["missing"]})
         if error := request.query_params.get("error"):
-            raise serializers.ValidationError({"error": [f"the provider did not grant: {error}"]})
+            raise serializers.ValidationError(
+                {"error": [f"the provider did not grant: {error_code(error)}"]}
+            )
         code = request.query_params.get("code", "")
         if not code:
             raise serializers.ValidationError({"code": ["missing"]})
+        if len(code) > MAX_CODE_CHARS or not code.isprintable():
+            raise serializers.ValidationError(
+                {"code": [f"not an authorization code (printable, at most {MAX_CODE_CHARS})"]}
+            )
         try:
             mailbox = email_services.mailbox_oauth_complete(
                 state=state, code=code, user=request.user

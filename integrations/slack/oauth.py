@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from slack_sdk.oauth.installation_store import Bot, Installation, InstallationSt
 from slack_sdk.oauth.state_store import OAuthStateStore
 
 from integrations.models import SlackOAuthState, SlackWorkspace
+from integrations.oauth_state import error_code, state_is_well_formed, state_new
 from integrations.slack.services.install import (
     TeamClaimedError,
     oauth_web_client,
@@ -79,7 +79,7 @@ class DjangoOAuthStateStore(OAuthStateStore):
     ) -> str:
         if organization is None or user is None:
             raise BoltError("an install state needs its organization and user")
-        state = secrets.token_urlsafe(32)
+        state = state_new()
         SlackOAuthState.objects.create(
             state=state, organization=organization, user=user, return_to=return_to[:255]
         )
@@ -91,13 +91,13 @@ class DjangoOAuthStateStore(OAuthStateStore):
 
     def find(self, state: str) -> SlackOAuthState | None:
         """The unconsumed, unexpired state row, without consuming it."""
-        if not state:
+        if not state_is_well_formed(state):
             return None
         return self._live().select_related("organization", "user").filter(state=state).first()
 
     def consume(self, state: str) -> bool:
         # One UPDATE: of two callbacks racing with one state, exactly one wins.
-        if not state:
+        if not state_is_well_formed(state):
             return False
         with transaction.atomic():
             return bool(self._live().filter(state=state).update(consumed_at=timezone.now()))
@@ -269,7 +269,7 @@ def _on_success(args: SuccessArgs) -> BoltResponse:
 
 
 def _on_failure(args: FailureArgs) -> BoltResponse:
-    reason = args.reason
+    reason = error_code(args.reason)
     if isinstance(args.error, InstallStorageError):
         reason = args.error.reason
     status, message = _FAILURES.get(reason, (400, f"The install failed ({reason})."))

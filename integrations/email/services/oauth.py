@@ -8,7 +8,6 @@ again, and the integrations-in-error alert sees it through ``last_error_at``.
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from integrations.email import oauth
 from integrations.models import Mailbox, MailboxAuthMethod, MailboxOAuthState, OAuthStatus
+from integrations.oauth_state import state_is_well_formed, state_new
 
 logger = structlog.get_logger(__name__)
 
@@ -74,7 +74,7 @@ def mailbox_oauth_start(*, mailbox: Mailbox, user: Any, redirect_uri: str) -> st
     if mailbox.auth_method != MailboxAuthMethod.OAUTH2:
         raise MailboxOAuthError("the mailbox does not use OAuth2 (auth_method is password)")
     provider = mailbox_oauth_provider(mailbox=mailbox)
-    state = secrets.token_urlsafe(32)
+    state = state_new()
     url, verifier = oauth.authorization_request(provider, redirect_uri=redirect_uri, state=state)
     MailboxOAuthState.objects.create(
         state=state, mailbox=mailbox, user=user, code_verifier=verifier, redirect_uri=redirect_uri
@@ -85,6 +85,8 @@ def mailbox_oauth_start(*, mailbox: Mailbox, user: Any, redirect_uri: str) -> st
 
 def _state_claim(*, state: str, user: Any) -> MailboxOAuthState:
     """Consume the state once; it must be fresh and started by this user."""
+    if not state_is_well_formed(state):
+        raise MailboxOAuthError("unknown consent state (it was started by someone else, or never)")
     row = (
         MailboxOAuthState.objects.select_related("mailbox", "mailbox__organization")
         .filter(state=state, user=user)

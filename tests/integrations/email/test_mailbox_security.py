@@ -419,3 +419,50 @@ def test_the_admin_form_follows_the_same_rules_as_the_api(
     assert "needs the mailbox password again" in refused.content.decode()
     password_box.refresh_from_db()
     assert password_box.host == "imap.example.test"
+
+
+CALLBACK = "/api/v1/integrations/mailboxes/oauth/callback"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (f"state={'s' * 100_000}&code=c", "state"),
+        ("state=%00%FF%FE&code=c", "state"),
+        ("state={state}&code=%00%C0%AF", "code"),
+        (f"state={{state}}&code={'c' * 10_000}", "code"),
+        (f"state={{state}}&error=%3Cscript%3E{'e' * 100_000}", "error"),
+    ],
+    ids=["oversized-state", "nul-state", "nul-code", "oversized-code", "oversized-error"],
+)
+def test_a_forged_consent_callback_is_400_naming_the_field_and_spends_no_state(
+    organization: Organization, make_user: Any, query: str, field: str
+) -> None:
+    from integrations.models import MailboxOAuthState
+    from integrations.oauth_state import state_new
+
+    admin = make_user(organization=organization, role=Role.ADMIN)
+    mailbox = MailboxFactory(
+        organization=organization, auth_method=MailboxAuthMethod.OAUTH2, oauth_provider="generic"
+    )
+    started = MailboxOAuthState.objects.create(
+        state=state_new(),
+        mailbox=mailbox,
+        user=admin,
+        code_verifier="v" * 43,
+        redirect_uri="http://testserver" + CALLBACK,
+    )
+    client = APIClient()
+    client.force_authenticate(admin)
+
+    answer = client.get(f"{CALLBACK}?{query.format(state=started.state)}")
+
+    assert answer.status_code == 400
+    assert field in answer.json()
+    # The page repeats none of the forged values.
+    assert len(answer.content) < 2_000
+    assert "<script" not in answer.content.decode()
+    started.refresh_from_db()
+    assert started.consumed_at is None
+    mailbox.refresh_from_db()
+    assert mailbox.oauth_status != OAuthStatus.CONNECTED

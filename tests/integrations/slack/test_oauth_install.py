@@ -272,3 +272,28 @@ def test_the_admin_button_leads_to_the_install_of_an_administered_organization(
     listed = client.get(done["Location"])
     assert b"Slack workspace Initech Support connected" in listed.content
     assert b"T0INITECH" in listed.content
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"state={'s' * 100_000}&code={'c' * 100_000}",
+        "state=%00%FF%FE&code=%C0%AF",
+        "state=a&state=b&code=c&code=d",
+        f"error=%3Cscript%3E{'e' * 100_000}&state=s",
+    ],
+    ids=["oversized", "nul-and-invalid-utf8", "repeated", "oversized-error"],
+)
+def test_a_forged_callback_is_refused_without_echoing_it_and_writes_nothing(
+    admin_client: Client, organization: Organization, query: str, caplog: Any
+) -> None:
+    answer = admin_client.get(f"/api/v1/integrations/slack/oauth/callback?{query}")
+
+    assert answer.status_code in (400, 403), answer.status_code
+    # Neither the page nor the log repeats the forged values.
+    assert len(answer.content) < 2_000
+    assert "<script" not in answer.content.decode()
+    ours = [r for r in caplog.records if r.name.startswith("integrations")]
+    assert all(len(record.getMessage()) < 2_000 for record in ours)
+    assert not SlackWorkspace.objects.exists()
+    assert not SlackOAuthState.objects.filter(consumed_at__isnull=False).exists()
