@@ -18,6 +18,8 @@ from taskops.models import TaskRecord, TaskState
 
 # The longest JSON accepted by args_contains / kwargs_contains.
 MAX_CONTAINS_CHARS = 2000
+# The deepest nesting of arrays and objects accepted there.
+MAX_CONTAINS_DEPTH = 16
 # Without PostgreSQL's jsonb containment, args_contains looks at this many leading positions.
 FALLBACK_ARG_POSITIONS = 20
 
@@ -65,12 +67,35 @@ class JSONContainsField(forms.CharField):
             return None
         try:
             parsed = json.loads(text)
+        except RecursionError:
+            raise forms.ValidationError(f"nested deeper than {MAX_CONTAINS_DEPTH}") from None
         except ValueError:
             raise forms.ValidationError("not valid JSON") from None
         if not isinstance(parsed, self.json_type):
             kind = "a JSON array" if self.json_type is list else "a JSON object"
             raise forms.ValidationError(f"must be {kind}")
+        if problem := _json_problem(parsed):
+            raise forms.ValidationError(problem)
         return parsed
+
+
+def _json_problem(document: Any) -> str:
+    """Why a parsed JSON document cannot be searched for ("" if it can).
+
+    PostgreSQL's jsonb holds no NUL character ("\\u0000"), so no stored argument has one;
+    and a search nested deeper than any task's arguments only costs the database work.
+    """
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return "must not contain a NUL character (\\u0000)"
+        if isinstance(value, (dict, list)):
+            if depth > MAX_CONTAINS_DEPTH:
+                return f"nested deeper than {MAX_CONTAINS_DEPTH}"
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+    return ""
 
 
 def json_contains(

@@ -31,6 +31,8 @@ from typing import Any
 
 from lxml import etree
 
+from tickets.text import has_surrogates, storable_text
+
 __all__ = [
     "TRUNCATED_MARKER",
     "Attachment",
@@ -75,9 +77,6 @@ _TICKET_TAG_RE = re.compile(r"\[#(\d{1,18})\]")
 _MSGID_RE = re.compile(r"<([^<>]*)>")
 _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-# C0 controls except TAB/LF/CR, plus DEL; NUL in particular is rejected by PostgreSQL.
-_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
 _MAX_MIME_DEPTH = 50
 
@@ -190,11 +189,6 @@ def decode_bytes(data: bytes, charset: str | None = None, *, hint: str | None = 
     return data.decode(codec, errors="replace")
 
 
-def _clean(text: str) -> str:
-    """Remove characters that cannot be stored: lone surrogates and control chars."""
-    return _CONTROL_RE.sub("", _SURROGATE_RE.sub("\ufffd", text))
-
-
 # -- headers ---------------------------------------------------------------
 
 
@@ -248,7 +242,7 @@ def _decode_rfc2047(text: str, *, hint: str | None = None) -> str:
 
 def _raw_to_text(value: str, *, hint: str | None = None) -> str:
     """Turn a raw header value (8-bit bytes smuggled as surrogates) into text."""
-    if _SURROGATE_RE.search(value):
+    if has_surrogates(value):
         # BytesParser keeps undecodable header bytes as surrogate escapes; recover them.
         raw = value.encode("utf-8", "surrogateescape")
         value = decode_bytes(raw, None, hint=hint)
@@ -257,7 +251,7 @@ def _raw_to_text(value: str, *, hint: str | None = None) -> str:
 
 def decode_header_value(value: str, *, hint: str | None = None) -> str:
     """Decode a raw header value: 8-bit bytes, RFC 2047 words, folding; never raises."""
-    return _clean(_decode_rfc2047(_raw_to_text(value, hint=hint), hint=hint))
+    return storable_text(_decode_rfc2047(_raw_to_text(value, hint=hint), hint=hint))
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
@@ -301,7 +295,7 @@ def _addresses(msg: Message, name: str, *, hint: str | None = None) -> list[tupl
     for raw in _raw_headers(msg, name):
         # Decode 8-bit bytes first but RFC 2047 words only per display name, so an
         # encoded comma inside a name cannot split one address into two.
-        text = _clean(_raw_to_text(raw, hint=hint))
+        text = storable_text(_raw_to_text(raw, hint=hint))
         found = []
         for display, address in getaddresses([text]):
             local, at, domain = address.rpartition("@")
@@ -366,7 +360,7 @@ def _token(value: str | None) -> str:
 def _auto_detection(msg: Message, content_type: str) -> tuple[bool, str, bool]:
     """Return (is_auto, reason, is_bounce) from headers and the top-level content type."""
     if content_type == "multipart/report":
-        report_type = _clean(str(msg.get_param("report-type", "") or "")).strip().lower()
+        report_type = storable_text(str(msg.get_param("report-type", "") or "")).strip().lower()
         is_bounce = report_type in ("", "delivery-status")
         return True, f"multipart/report ({report_type or 'unknown report-type'})", is_bounce
     if _raw_header(msg, "X-Failed-Recipients") is not None:
@@ -620,7 +614,7 @@ def html_to_text(html: str) -> str:
 
 def _normalize_body(text: str) -> str:
     """Normalize newlines, drop trailing spaces and surrounding blank lines."""
-    text = _clean(text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = storable_text(text.replace("\r\n", "\n").replace("\r", "\n"))
     lines = [line.rstrip() for line in text.split("\n")]
     return "\n".join(lines).strip("\n")
 

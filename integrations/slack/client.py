@@ -28,6 +28,7 @@ from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetr
 from slack_sdk.web import SlackResponse
 
 from taskops.errors import TransientError
+from tickets.text import storable_text
 
 __all__ = [
     "AUTH_ERROR_CODES",
@@ -339,11 +340,12 @@ def user_info(*, client: WebClient, user_id: str) -> SlackUser | None:
         raise
     user = response.get("user") or {}
     profile = user.get("profile") or {}
+    email = profile.get("email")
     return SlackUser(
         id=user.get("id", user_id),
-        name=user.get("name") or "",
-        real_name=user.get("real_name") or profile.get("real_name") or "",
-        email=profile.get("email") or None,
+        name=storable_text(str(user.get("name") or "")),
+        real_name=storable_text(str(user.get("real_name") or profile.get("real_name") or "")),
+        email=storable_text(str(email)) if email else None,
         is_bot=bool(user.get("is_bot")),
         deleted=bool(user.get("deleted")),
     )

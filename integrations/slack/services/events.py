@@ -38,6 +38,7 @@ from integrations.slack.services.text import _error_text, slack_client_for
 from integrations.slack.services.workspaces import _workspace_record_error
 from taskops.base import TransientError
 from taskops.services import task_enqueue
+from tickets.text import storable_json
 
 logger = structlog.get_logger(__name__)
 PROCESS_EVENT_TASK = "integrations.tasks.process_slack_event"
@@ -97,6 +98,8 @@ def slack_event_receive(
     Returns (event row, whether this delivery was the first). A redelivery (Slack's
     retries, ``X-Slack-Retry-Num``) only counts itself on the existing row.
     """
+    # Slack's JSON may carry "\u0000" and lone surrogates, which PostgreSQL refuses.
+    payload = storable_json(dict(payload))
     event_id = str(payload.get("event_id") or "")
     event = payload.get("event")
     if payload.get("type") != "event_callback" or not event_id or not isinstance(event, dict):

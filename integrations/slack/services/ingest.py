@@ -30,6 +30,7 @@ from integrations.slack.services.text import (
 )
 from tickets.models import Source, TicketMessage
 from tickets.services import ticket_create_many, ticket_message_create, ticket_update
+from tickets.text import storable_text
 
 logger = structlog.get_logger(__name__)
 
@@ -105,23 +106,35 @@ def slack_message_malformed(message: Any) -> str | None:
     return _bad_content(message)
 
 
+def _storable(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with its text fields storable: Slack's JSON may carry NUL characters
+    and lone surrogates, which PostgreSQL refuses (tickets.text.storable_text)."""
+    cleaned = {
+        name: storable_text(message[name])
+        for name in _TEXT_FIELDS
+        if isinstance(message.get(name), str)
+    }
+    return {**message, **cleaned}
+
+
 def _items(messages: Iterable[dict[str, Any]], *, bot_user_id: str | None) -> list[_Item]:
     items: list[_Item] = []
     for message in messages:
         kind = classify_message(message, bot_user_id=bot_user_id)
         if kind in ("ticket", "reply"):
+            message = _storable(message)
             items.append(
                 _Item(kind, message["ts"], message, thread_ts=message.get("thread_ts") or "")
             )
         elif kind == "changed":
-            inner = message.get("message") or {}
+            inner = _storable(message.get("message") or {})
             if inner.get("ts"):
                 items.append(
                     _Item("edit", inner["ts"], inner, thread_ts=inner.get("thread_ts") or "")
                 )
         elif kind == "deleted":
             ts = message.get("deleted_ts") or message.get("ts")
-            previous = message.get("previous_message") or message
+            previous = _storable(message.get("previous_message") or message)
             if ts:
                 items.append(
                     _Item("delete", ts, previous, thread_ts=previous.get("thread_ts") or "")

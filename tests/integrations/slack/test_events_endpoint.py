@@ -196,3 +196,16 @@ def test_thread_reply_edit_and_delete_through_the_endpoint(
     assert SlackMessage.objects.get(ts=reply_ts).deleted_at is not None
     assert Ticket.objects.count() == 1
     assert slack_api.call_count("conversations.replies") == 0
+
+
+def test_an_event_with_nul_characters_becomes_a_clean_ticket(post_event, channel, inthread_worker):
+    """JSON may carry "\\u0000", which PostgreSQL's text and jsonb refuse."""
+    payload = event_payload(message_event("printer\x00 jammed \ud800again", ts=TS))
+
+    answer = post_event(payload)
+
+    assert answer.status == 200
+    event = wait_until(lambda: _processed(payload["event_id"]), what="the event processed")
+    assert event.status == SlackEventStatus.PROCESSED
+    ticket = Ticket.objects.get()
+    assert (ticket.subject, ticket.body) == ("printer jammed \ufffdagain",) * 2

@@ -256,3 +256,25 @@ def test_broken_messages_are_skipped_and_the_rest_of_the_page_becomes_tickets(
     again = _sync(organization)
     assert again["tickets"] == 0
     assert again["errors"] == []
+
+
+def test_control_characters_and_broken_unicode_from_slack_are_cleaned_not_fatal(
+    organization, channel: SlackChannel, slack_api: SlackApiServer
+):
+    """PostgreSQL stores no NUL and no lone surrogate; Slack's JSON can carry both."""
+    slack_api.add_user("U0NULNAME", real_name="Fox\x00 Mulder\x07", email="fox@acme.test")
+    texts = ["vpn\x00 is down\x1b[31m", "disk \ud800full", "keyboard\x00\x00 sticky", "plain"]
+    sent = [slack_api.add_message(CHANNEL_ID, text, user="U0NULNAME")["ts"] for text in texts]
+    reply = slack_api.add_message(CHANNEL_ID, "me\x00 too", user="U0NULNAME", thread_ts=sent[0])
+
+    report = _sync(organization)
+
+    assert (report["tickets"], report["errors"], report["rejected"]) == (4, [], 0)
+    bodies = [Ticket.objects.get(external_id=f"T0000001:{CHANNEL_ID}:{ts}").body for ts in sent]
+    assert bodies == ["vpn is down[31m", "disk \ufffdfull", "keyboard sticky", "plain"]
+    ticket = Ticket.objects.get(external_id=f"T0000001:{CHANNEL_ID}:{sent[0]}")
+    assert ticket.subject == "vpn is down[31m"
+    assert ticket.requester == "Fox Mulder <fox@acme.test>"
+    assert TicketMessage.objects.get(external_id=f"T0000001:{CHANNEL_ID}:{reply['ts']}").body == (
+        "me too"
+    )
