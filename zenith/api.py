@@ -93,6 +93,30 @@ _KEPT_HEADERS = ("WWW-Authenticate", "Allow", "Retry-After")
 API_PREFIXES = ("/api/", "/metrics")
 
 
+class NulQueryMiddleware:
+    """A query parameter holding a NUL character is refused with 400 naming it.
+
+    PostgreSQL stores no NUL, so such a value reaching a lookup (an admin list's
+    ``?state__exact=``, an API filter) fails the query: a 500 for bad input. Request bodies
+    are left to the forms and serializers, which refuse NUL themselves.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                shown = name.replace("\x00", "\\x00")[:100]
+                message = "a NUL character is not allowed in a query parameter"
+                if request.path.startswith(API_PREFIXES):
+                    return JsonResponse(
+                        {"detail": f"{shown}: {message}", shown: [message]}, status=400
+                    )
+                return HttpResponse(f"{shown}: {message}", status=400, content_type="text/plain")
+        return self.get_response(request)
+
+
 class APIErrorMiddleware:
     """Errors under /api/ and on /metrics are JSON {"detail": ...}, whoever answered them."""
 

@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Every error under /api/ and on /metrics as JSON {"detail": ...} (zenith/api.py).
     "zenith.api.APIErrorMiddleware",
+    # A NUL in a query parameter is a 400 naming it (PostgreSQL would refuse the lookup).
+    "zenith.api.NulQueryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -59,3 +59,42 @@ def test_no_query_parameter_turns_hostile_input_into_a_server_error(
             if answer.status_code >= 500 and answer.status_code != 503:
                 failures.append((path, name, answer.status_code))
     assert failures == []
+
+
+@pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_no_admin_list_turns_hostile_filters_into_a_server_error(
+    admin_client, organization, value
+):
+    """Every admin changelist, a superuser's view, with the value in its search, ordering,
+    page, and each of its filters' parameters."""
+    from django.contrib import admin
+
+    TicketFactory(organization=organization)
+    failures = []
+    for model, model_admin in admin.site._registry.items():
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        names = {"q", "o", "p", "organization__id__exact"}
+        for entry in model_admin.list_filter:
+            field = entry[0] if isinstance(entry, tuple) else entry
+            if isinstance(field, str):
+                names |= {f"{field}__exact", f"{field}__id__exact"}
+            else:
+                names.add(getattr(field, "parameter_name", "") or "x")
+        for name in sorted(names):
+            answer = admin_client.get(f"{url}?{name}={value}")
+            if answer.status_code >= 500:
+                failures.append((url, name, answer.status_code))
+    assert failures == []
+
+
+def test_a_nul_in_a_query_parameter_is_400_naming_it(api_client, admin_client):
+    api = api_client.get("/api/v1/tasks/?state__exact=%00&name=%00")
+    page = admin_client.get("/admin/taskops/taskrecord/?state__exact=%00")
+
+    assert api.status_code == 400
+    assert "a NUL character is not allowed" in api.json()["detail"]
+    assert list(api.json()) == ["detail", "state__exact"]
+    assert (page.status_code, page.content) == (
+        400,
+        b"state__exact: a NUL character is not allowed in a query parameter",
+    )
