@@ -62,9 +62,7 @@ def test_no_query_parameter_turns_hostile_input_into_a_server_error(
 
 
 @pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
-def test_no_admin_list_turns_hostile_filters_into_a_server_error(
-    admin_client, organization, value
-):
+def test_no_admin_list_turns_hostile_filters_into_a_server_error(admin_client, organization, value):
     """Every admin changelist, a superuser's view, with the value in its search, ordering,
     page, and each of its filters' parameters."""
     from django.contrib import admin
