@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import NotRelationField, get_fields_from_path
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
 from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
@@ -101,7 +102,33 @@ def scope_queryset(request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[An
     return _filter(queryset, lookup, ids)
 
 
-class OrganizationScopedAdmin(admin.ModelAdmin):
+def _selectable(pk: models.Field, value: str) -> bool:
+    """Whether `value` could be a primary key of the model (a number in range, no NUL)."""
+    if "\x00" in value:
+        return False
+    try:
+        pk.run_validators(pk.to_python(value))
+    except ValidationError:
+        return False
+    return True
+
+
+class CheckedSelectionAdmin(admin.ModelAdmin):
+    """An action runs on the selected ids a primary key can hold; any other (text for a
+    number, out of range, a NUL) is dropped like an id that does not exist. Django's admin
+    would put it into the action's query and answer 500."""
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        kept = [value for value in selected if _selectable(self.model._meta.pk, value)]
+        if kept != selected:
+            post = request.POST.copy()
+            post.setlist(helpers.ACTION_CHECKBOX_NAME, kept)
+            request.POST = post
+        return super().response_action(request, queryset)
+
+
+class OrganizationScopedAdmin(CheckedSelectionAdmin):
     """Put first among a ModelAdmin's bases: rows only of organizations the user administers.
 
     `organization_field` names the path to the organization when the automatic lookup
@@ -213,7 +240,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         return super().response_action(request, scope_queryset(request, queryset), *args, **kwargs)
 
 
-class SuperuserOnlyAdmin(admin.ModelAdmin):
+class SuperuserOnlyAdmin(CheckedSelectionAdmin):
     """Global tables (schedules, raw results, users, tokens): superusers only."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
