@@ -15,6 +15,7 @@ from django.http import QueryDict
 from django_filters.fields import IsoDateTimeField
 
 from taskops.models import TaskRecord, TaskState
+from tickets.text import json_depth, storable_json
 
 # The longest JSON accepted by args_contains / kwargs_contains.
 MAX_CONTAINS_CHARS = 2000
@@ -82,19 +83,14 @@ class JSONContainsField(forms.CharField):
 def _json_problem(document: Any) -> str:
     """Why a parsed JSON document cannot be searched for ("" if it can).
 
-    PostgreSQL's jsonb holds no NUL character ("\\u0000"), so no stored argument has one;
-    and a search nested deeper than any task's arguments only costs the database work.
+    PostgreSQL's jsonb holds no NUL character ("\\u0000") and no lone surrogate, so no
+    stored argument has one; a search nested deeper than any task's arguments only costs
+    the database work.
     """
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, str) and "\x00" in value:
-            return "must not contain a NUL character (\\u0000)"
-        if isinstance(value, (dict, list)):
-            if depth > MAX_CONTAINS_DEPTH:
-                return f"nested deeper than {MAX_CONTAINS_DEPTH}"
-            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-            pending.extend((item, depth + 1) for item in items)
+    if json_depth(document) > MAX_CONTAINS_DEPTH:
+        return f"nested deeper than {MAX_CONTAINS_DEPTH}"
+    if storable_json(document) != document:
+        return "must not contain a NUL (\\u0000) or other control character or a lone surrogate"
     return ""
 
 

@@ -1,5 +1,7 @@
-"""Text from outside (mail, Slack) made storable: PostgreSQL keeps no NUL character and
-UTF-8 has no lone surrogates, so either one in a value would fail the whole write."""
+"""Text and JSON from outside (mail, Slack, API bodies) made storable and bounded.
+
+PostgreSQL keeps no NUL character and UTF-8 has no lone surrogates, so either one in a
+value would fail the whole write; deeply nested JSON only makes validation recurse."""
 
 from __future__ import annotations
 
@@ -29,3 +31,20 @@ def storable_json(value: Any) -> Any:
     if isinstance(value, list):
         return [storable_json(item) for item in value]
     return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON document (a scalar is 0)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest

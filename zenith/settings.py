@@ -246,6 +246,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies nested deeper than zenith.parsers.MAX_JSON_DEPTH are a 400.
+    "DEFAULT_PARSER_CLASSES": [
+        "zenith.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # ?page_size= up to 500; ?ordering= refuses unknown fields; ?search= only where it works.
     "DEFAULT_PAGINATION_CLASS": "tickets.api.Pagination",
     "PAGE_SIZE": 50,

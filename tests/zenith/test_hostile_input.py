@@ -1,14 +1,15 @@
-"""Every GET route of the API with hostile query parameters: a NUL byte, invalid UTF-8 and
-an oversized value in each parameter the schema documents (and in paging and ordering).
-
-PostgreSQL refuses NUL in text, so a value that reaches a query unchecked is a 500; the
-answer must instead be a 200 or a 4xx that names no internals. The routes and their
-parameters come from the OpenAPI schema, so a new endpoint is swept automatically.
+"""Hostile input on every route: the API's GET parameters and write bodies, the admin's
+lists and actions. PostgreSQL refuses NUL in text, Python recursion has a limit and ids
+have a type, so a value that reaches them unchecked is a 500; the answer must instead be
+a 2xx or a 4xx. Routes, parameters and bodies come from the OpenAPI schema and the admin
+registry, so a new endpoint or admin page is swept automatically.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -28,8 +29,12 @@ HOSTILE = {
 ALWAYS = ("page", "page_size", "ordering", "search", "cursor")
 
 
+def _schema() -> dict[str, Any]:
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
 def _get_routes() -> list[tuple[str, list[str]]]:
-    schema = SchemaGenerator().get_schema(request=None, public=True)
+    schema = _schema()
     routes = []
     for path, operations in schema["paths"].items():
         get = operations.get("get")
@@ -126,3 +131,79 @@ def test_no_admin_action_turns_malformed_selected_ids_into_a_server_error(
     assert confirm.status_code == 200
     assert "Are you sure" in confirm.content.decode()
     assert str(ticket) in confirm.content.decode()
+
+
+def _deep(depth: int) -> Any:
+    return json.loads("[" * depth + "]" * depth)
+
+
+def _hostile_value(kind: str, json_type: str | None) -> Any:
+    """A value of the field's JSON type that no sane client sends."""
+    if kind == "nul":
+        return {"object": {"k\x00": "\x00"}, "array": ["\x00"]}.get(json_type or "", "a\x00b")
+    if kind == "huge":
+        return {
+            "integer": 10**30,
+            "number": 1e308,
+            "array": [1] * 100_000,
+            "object": {"k": "x" * 100_000},
+            "boolean": "x" * 100_000,
+        }.get(json_type or "", "x" * 100_000)
+    return {"object": {"a": _deep(900)}}.get(json_type or "", _deep(900))
+
+
+def _write_operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, JSON body properties) of every POST, PUT and PATCH in the schema."""
+    schema = _schema()
+    components = schema["components"]["schemas"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        return components[node["$ref"].split("/")[-1]] if "$ref" in node else node
+
+    found = []
+    for path, operations in schema["paths"].items():
+        for method in ("post", "put", "patch"):
+            operation = operations.get(method)
+            if operation is None:
+                continue
+            content = (operation.get("requestBody") or {}).get("content", {})
+            body = content.get("application/json", {}).get("schema")
+            properties = resolve(body).get("properties", {}) if body else {}
+            found.append((method, path, {k: resolve(v) for k, v in properties.items()}))
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["nul", "huge", "deep"])
+def test_no_write_endpoint_turns_a_hostile_body_into_a_server_error(
+    make_user, make_api_client, organization, kind
+):
+    """Every POST/PUT/PATCH, as a superuser (so no permission check answers first), with
+    each field of its body NUL-laden, oversized, or nested 900 deep."""
+    user = make_user(organization=organization, role=Role.ADMIN, is_staff=True, is_superuser=True)
+    client = make_api_client(user)
+    ids = {
+        "ticket": TicketFactory(organization=organization).pk,
+        "mailbox": MailboxFactory(organization=organization).pk,
+        "workspace": SlackWorkspaceFactory(organization=organization).pk,
+    }
+    failures = []
+    operations = _write_operations()
+    for method, path, properties in operations:
+        url = re.sub(r"\{[^}]+\}", lambda m: str(ids.get(m.group(0)[1:-1], 1)), path)
+        body = {name: _hostile_value(kind, spec.get("type")) for name, spec in properties.items()}
+        answer = getattr(client, method)(url, body, format="json")
+        # 503: an integration that is not configured here (Slack OAuth), not a crash.
+        if answer.status_code >= 500 and answer.status_code != 503:
+            failures.append((method, path, answer.status_code))
+    assert len(operations) >= 20  # the schema was read, not an empty sweep
+    assert failures == []
+
+
+def test_a_body_nested_deeper_than_the_bound_is_400_saying_so(api_client, organization):
+    body = {"organization": organization.pk, "subject": "x", "body": "y", "tags": _deep(40)}
+
+    answer = api_client.post("/api/v1/tickets/", body, format="json")
+
+    assert answer.status_code == 400
+    assert "nested deeper than 32" in answer.json()["detail"]
