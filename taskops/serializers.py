@@ -20,6 +20,7 @@ from taskops.selectors import schedule_manages_everything, schedule_organization
 from taskops.services import BULK_RETRY_CAP, schedule_snapshot
 from tickets.models import Organization, Role
 from tickets.selectors import organization_list_for_user
+from tickets.text import storable_json
 
 
 class TaskOutputSerializer(serializers.ModelSerializer):
@@ -273,6 +274,11 @@ class CrontabInputSerializer(serializers.Serializer):
 def _json_size(value: Any) -> Any:
     if len(json.dumps(value)) > MAX_SCHEDULE_JSON_CHARS:
         raise serializers.ValidationError(f"at most {MAX_SCHEDULE_JSON_CHARS} characters of JSON")
+    # The tasks beat sends carry these into the ledger's jsonb, which holds no NUL.
+    if storable_json(value) != value:
+        raise serializers.ValidationError(
+            "must not contain a NUL (\\u0000) or other control character or a lone surrogate"
+        )
     return value
 
 

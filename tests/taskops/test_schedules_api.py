@@ -207,6 +207,8 @@ def test_arguments_change_within_the_admins_organization_only(
         ({"kwargs": [1, 2]}, "kwargs"),
         ({"args": {"a": 1}}, "args"),
         ({"args": ["x" * 20_000]}, "args"),
+        ({"args": ["a\x00b"]}, "args"),
+        ({"kwargs": {"k\x00": 1}}, "kwargs"),
         ({"enabled": "perhaps"}, "enabled"),
         ({"task": "os.system"}, "task"),
         ({"name": "renamed"}, "name"),
