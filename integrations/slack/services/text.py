@@ -19,7 +19,6 @@ from integrations.slack.client import (
     make_rotating_client,
 )
 from integrations.slack.services.install import WorkspaceTokens
-from tickets.text import storable_text
 
 logger = structlog.get_logger(__name__)
 SUBJECT_MAX_CHARS = 120
@@ -68,8 +67,9 @@ def slack_plain_text(text: str) -> str:
             return f"@{label or target[1:].split('^')[0]}"
         return label or target
 
-    # Slack escapes only &, < and >; the rest of the text is as typed (NUL included).
-    return storable_text(html.unescape(_LINK.sub(replace, text or "")))
+    # Slack escapes only &, < and >; the rest of the text is as typed. NUL and lone
+    # surrogates were removed where the message came in (ingest._storable).
+    return html.unescape(_LINK.sub(replace, text or ""))
 
 
 def slack_subject(text: str) -> str:
